@@ -1,0 +1,110 @@
+"""The plumbing every subcommand shares, written once.
+
+`command(app)` adds the common options (`--device`, `--quiet`, `--json`,
+`--debug`) after a subcommand's own, sets up output, and turns errors into one
+line and an exit code (DESIGN.md): a traceback only with `--debug`.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import json
+import sys
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+import typer
+
+from clipcli import ui
+from clipcli.errors import EXIT_BUG, ClipcliError
+from clipcli.models.device import check_device_spec
+
+
+@dataclass(frozen=True)
+class Common:
+    """The common options, handed to each command as `common`."""
+
+    device: str = "auto"
+    quiet: bool = False
+    json: bool = False
+    debug: bool = False
+
+
+_COMMON_PARAMETERS = [
+    inspect.Parameter(
+        "device",
+        inspect.Parameter.KEYWORD_ONLY,
+        default="auto",
+        annotation=Annotated[
+            str, typer.Option("--device", help="auto (CUDA when available), cpu, cuda or cuda:N.", show_default=True)
+        ],
+    ),
+    inspect.Parameter(
+        "quiet",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or notices on stderr.")],
+    ),
+    inspect.Parameter(
+        "json_output",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[bool, typer.Option("--json", help="Print one machine-readable JSON result on stdout.")],
+    ),
+    inspect.Parameter(
+        "debug",
+        inspect.Parameter.KEYWORD_ONLY,
+        default=False,
+        annotation=Annotated[bool, typer.Option("--debug", help="Show a full traceback on errors.")],
+    ),
+]
+
+
+def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
+    """Register `func(..., common: Common)` as a subcommand with the common options added."""
+
+    def decorate(func: Callable) -> Callable:
+        signature = inspect.signature(func, eval_str=True)
+        own = [p for p in signature.parameters.values() if p.name != "common"]
+
+        @functools.wraps(func)
+        def wrapper(*args, device: str, quiet: bool, json_output: bool, debug: bool, **own_kwargs):
+            ui.set_quiet(quiet)
+            try:
+                common = Common(device=check_device_spec(device), quiet=quiet, json=json_output, debug=debug)
+                return func(*args, common=common, **own_kwargs)
+            except ClipcliError as err:
+                fail(str(err), err.exit_code, debug)
+            except KeyboardInterrupt:
+                fail("interrupted", 130, debug)
+            except typer.Exit:
+                raise
+            except Exception as err:  # a bug: say so in one line, the traceback on request
+                fail(
+                    f"internal error: {type(err).__name__}: {err} (rerun with --debug for a traceback)", EXIT_BUG, debug
+                )
+
+        wrapper.__signature__ = signature.replace(parameters=own + _COMMON_PARAMETERS)
+        wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+        app.command(name, **kwargs)(wrapper)
+        return func
+
+    return decorate
+
+
+def fail(message: str, code: int, debug: bool = False) -> None:
+    """Print `error: message` on stderr and exit with `code`."""
+    if debug:
+        traceback.print_exc()
+    first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
+    ui.stderr.print(f"error: {first_line}", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def print_json(result: Any) -> None:
+    """One JSON document on stdout, for scripts."""
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    sys.stdout.flush()

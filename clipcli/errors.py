@@ -1,0 +1,51 @@
+"""Errors that end a command with a one-line message and a documented exit code.
+
+Exit codes (DESIGN.md): 0 ok, 1 bug, 2 bad usage or bad input,
+3 weights unavailable, 4 some inputs of a batch failed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+EXIT_OK = 0
+EXIT_BUG = 1
+EXIT_BAD_INPUT = 2
+EXIT_WEIGHTS = 3
+EXIT_PARTIAL = 4
+
+
+class ClipcliError(Exception):
+    """Base class: anything the CLI turns into `error: <message>` and an exit code."""
+
+    exit_code = EXIT_BUG
+
+
+class BadInputError(ClipcliError):
+    """A user-supplied file or option is unusable (exit 2).
+
+    With `path`, the message is prefixed by the file name so every reader
+    reports errors the same way: `photo.jpg: not an image`.
+    """
+
+    exit_code = EXIT_BAD_INPUT
+
+    def __init__(self, message: str, path: str | Path | None = None):
+        self.path = None if path is None else Path(path)
+        super().__init__(f"{path}: {message}" if path is not None else message)
+
+
+class WeightsUnavailableError(ClipcliError):
+    """Model weights cannot be found locally nor downloaded (exit 3)."""
+
+    exit_code = EXIT_WEIGHTS
+
+
+class PartialFailure(ClipcliError):
+    """Some inputs of a batch failed; the rest completed (exit 4)."""
+
+    exit_code = EXIT_PARTIAL
+
+    def __init__(self, failed: int, total: int):
+        self.failed, self.total = failed, total
+        super().__init__(f"{failed} of {total} inputs failed")

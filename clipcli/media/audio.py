@@ -1,0 +1,138 @@
+"""Read audio files as mono float waveforms at a chosen sample rate.
+
+soundfile (libsndfile) reads the uncompressed and lossless formats (and, with
+libsndfile >= 1.1, MP3 and Opus); everything else (AAC in m4a/mp4, webm, video
+soundtracks) goes through PyAV. Both are handed an open file object rather
+than a name, so paths that are not valid UTF-8 work the same as any other.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import BinaryIO
+
+import av
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from clipcli.errors import BadInputError
+
+AUDIO_EXTENSIONS = (
+    ".wav",
+    ".flac",
+    ".ogg",
+    ".oga",
+    ".opus",
+    ".aif",
+    ".aiff",
+    ".au",
+    ".caf",
+    ".mp3",
+    ".m4a",
+    ".aac",
+    ".wma",
+    ".webm",
+    ".mka",
+    ".mp4",
+    ".mkv",
+    ".mov",
+)
+
+
+def load_audio(path: str | Path, sr: int) -> np.ndarray:
+    """Decode `path` to a mono float32 waveform in [-1, 1] sampled at `sr` Hz.
+
+    Channels are averaged. A truncated file yields the samples that decode;
+    a file where nothing decodes raises BadInputError.
+    """
+    _check_file(path)
+    channels_first, orig_sr = _decode(path)
+    if channels_first.shape[1] == 0:
+        raise BadInputError("contains no audio samples", path)
+    if not np.isfinite(channels_first).all():
+        raise BadInputError("contains non-finite (NaN or infinite) samples", path)
+    mono = channels_first.mean(axis=0, dtype=np.float32)
+    return np.clip(resample(mono, orig_sr, sr), -1.0, 1.0)
+
+
+def resample(wave: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
+    """Polyphase resampling along the last axis; up/down are reduced by their gcd.
+
+    48000 -> 44100 Hz upsamples by 147 and downsamples by 160, with the
+    anti-aliasing FIR filter scipy designs for that ratio.
+    """
+    orig_sr, sr = _positive_rate(orig_sr), _positive_rate(sr)
+    wave = np.asarray(wave, dtype=np.float32)
+    if orig_sr == sr:
+        return wave
+    common = math.gcd(orig_sr, sr)
+    return resample_poly(wave, sr // common, orig_sr // common, axis=-1).astype(np.float32)
+
+
+def _positive_rate(rate: int) -> int:
+    """Sample rates must be positive integers for an exact polyphase ratio."""
+    if int(rate) != rate or rate <= 0:
+        raise ValueError(f"sample rate must be a positive integer, got {rate!r}")
+    return int(rate)
+
+
+def _check_file(path: str | Path) -> None:
+    """Reject what no decoder can read before any library gets to see it."""
+    path = Path(path)
+    if not path.exists():
+        raise BadInputError("no such file", path)
+    if not path.is_file():
+        raise BadInputError("not a file", path)
+    if path.stat().st_size == 0:
+        raise BadInputError("empty file (0 bytes)", path)
+
+
+def _decode(path: str | Path) -> tuple[np.ndarray, int]:
+    """Samples as float32 [channels, frames] and their rate: soundfile first, then PyAV."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115 - closed by the with below
+    except OSError as error:
+        raise BadInputError(f"cannot open ({error.strerror or error})", path) from error
+    with handle:
+        try:
+            return _decode_soundfile(handle)
+        except sf.SoundFileError:
+            handle.seek(0)
+            return _decode_pyav(handle, path)
+
+
+def _decode_soundfile(handle: BinaryIO) -> tuple[np.ndarray, int]:
+    """libsndfile scales integer PCM to [-1, 1) itself (int16 divides by 32768)."""
+    frames_by_channel, rate = sf.read(handle, dtype="float32", always_2d=True)
+    return np.ascontiguousarray(frames_by_channel.T), rate
+
+
+def _decode_pyav(handle: BinaryIO, path: str | Path) -> tuple[np.ndarray, int]:
+    """Decode the first audio stream with FFmpeg, as float planar at its own rate."""
+    try:
+        container = av.open(handle)
+    except av.FFmpegError as error:
+        raise BadInputError("not a readable audio file (wrong format, truncated or corrupt)", path) from error
+    with container:
+        if not container.streams.audio:
+            raise BadInputError("no audio stream", path)
+        stream = container.streams.audio[0]
+        chunks = _decode_stream(container, stream)
+    if not chunks:
+        raise BadInputError("no audio could be decoded (truncated or corrupt)", path)
+    return np.concatenate(chunks, axis=1).astype(np.float32, copy=False), stream.codec_context.sample_rate
+
+
+def _decode_stream(container: av.container.InputContainer, stream: av.audio.stream.AudioStream) -> list[np.ndarray]:
+    """[channels, samples] chunks in order; a decode error ends the stream early."""
+    resampler = av.AudioResampler(format="fltp")
+    chunks: list[np.ndarray] = []
+    try:
+        for frame in container.decode(stream):
+            chunks.extend(converted.to_ndarray() for converted in resampler.resample(frame))
+        chunks.extend(converted.to_ndarray() for converted in resampler.resample(None))
+    except av.FFmpegError:
+        pass  # keep what decoded before the damage, as libsndfile does for short files
+    return [chunk for chunk in chunks if chunk.shape[1] > 0]

@@ -1,0 +1,37 @@
+"""`clipcli models`: list, verify and import weights, as plain results for the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from clipcli.errors import WeightsUnavailableError
+from clipcli.models import weights
+from clipcli.models.checkpoint import load_checkpoint
+from clipcli.models.clip_loader import clip_from_state_dict
+
+
+def list_models() -> list[dict]:
+    """Every known and imported model: present or not, where, size, checksum verdict."""
+    return [status.as_dict() for status in weights.list_weights()]
+
+
+def verify_models(name_or_path: str | None = None) -> list[dict]:
+    """Verify one model (absent known weights raise the offline message) or every present one."""
+    if name_or_path is None:
+        return [s.as_dict() for s in weights.list_weights() if s.path is not None]
+    status = weights.verify(name_or_path)
+    if status.path is None and status.known:
+        known = weights.KNOWN[status.name]
+        folders = " or ".join(str(f) for f in weights.search_folders())
+        raise WeightsUnavailableError(weights.offline_message(known, [f"not found in {folders}"]))
+    return [status.as_dict()]
+
+
+def _check_clip_checkpoint(path: Path, trust: bool) -> None:
+    """Refuse to import a file that would not load as a CLIP model."""
+    clip_from_state_dict(load_checkpoint(path, trust=trust), device="cpu", source=path)
+
+
+def import_model(file: str | Path, name: str | None = None, trust: bool = False) -> dict:
+    status = weights.import_weights(file, name, check=lambda path: _check_clip_checkpoint(path, trust))
+    return status.as_dict()

@@ -1,0 +1,49 @@
+"""Terminal output shared by every layer: a stderr console and progress bars.
+
+Results go to stdout (tables or `--json`); everything for the human watching,
+progress and notices, goes to stderr and stays silent with `--quiet` or when
+stderr is not a terminal.
+"""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+stderr = Console(stderr=True, highlight=False)
+stdout = Console(highlight=False)
+_quiet = False
+
+
+def set_quiet(quiet: bool) -> None:
+    global _quiet
+    _quiet = quiet
+
+
+def is_quiet() -> bool:
+    return _quiet
+
+
+def notice(message: str) -> None:
+    """One line for the human on stderr (suppressed by --quiet)."""
+    if not _quiet:
+        stderr.print(message, markup=False)
+
+
+def progress(*, transfer: bool = False) -> Progress:
+    """A rich progress bar on stderr, disabled when quiet or not on a terminal."""
+    columns = [TextColumn("{task.description}"), BarColumn()]
+    if transfer:
+        columns += [DownloadColumn(), TransferSpeedColumn()]
+    else:
+        columns.append(MofNCompleteColumn())
+    columns.append(TimeRemainingColumn())
+    return Progress(*columns, console=stderr, disable=_quiet or not stderr.is_terminal, transient=False)

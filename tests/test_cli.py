@@ -1,0 +1,105 @@
+"""The command line: help, version, common options, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from clipcli import __version__
+from clipcli.cli import app
+from clipcli.models import weights
+from clipcli.models.weights import KnownWeights
+
+runner = CliRunner()
+
+
+def run(*args: str):
+    return runner.invoke(app, list(args))
+
+
+def test_help_and_version():
+    result = run("--help")
+    assert result.exit_code == 0 and "models" in result.output
+    result = run("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"clipcli {__version__}"
+
+
+def test_python_dash_m_entry_point():
+    done = subprocess.run([sys.executable, "-m", "clipcli", "--version"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == f"clipcli {__version__}"
+    assert "pkg_resources" not in done.stderr
+
+
+def test_common_options_follow_every_subcommand():
+    for command in (["models", "list"], ["models", "verify"], ["models", "import"]):
+        result = run(*command, "--help")
+        assert result.exit_code == 0
+        for option in ("--device", "--quiet", "--json", "--debug"):
+            assert option in result.output, (command, option)
+
+
+def test_models_list_json_reports_every_known_model():
+    result = run("models", "list", "--json")
+    assert result.exit_code == 0
+    rows = json.loads(result.stdout)
+    names = [row["name"] for row in rows]
+    assert names[: len(weights.CLIP_URLS)] == list(weights.CLIP_URLS)
+    assert all(row["present"] is False for row in rows)
+
+
+def test_verify_absent_model_exits_3_with_where_to_put_it(isolated_home):
+    result = run("models", "verify", "ViT-B/32")
+    assert result.exit_code == 3
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert "ViT-B-32.pt" in lines[0] and weights.KNOWN["ViT-B/32"].sha256 in lines[0]
+    assert str(isolated_home / ".cache" / "clip") in lines[0] and "MB" in lines[0]
+    assert "Traceback" not in result.output
+
+
+def test_debug_shows_traceback():
+    result = run("models", "verify", "ViT-B/32", "--debug")
+    assert result.exit_code == 3 and "Traceback" in result.stderr
+
+
+def test_import_custom_file_needs_name_and_is_then_listed(tiny_vit_path, isolated_home):
+    result = run("models", "import", str(tiny_vit_path))
+    assert result.exit_code == 2 and "--name" in result.stderr
+    result = run("models", "import", str(tiny_vit_path), "--name", "tiny", "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)
+    assert row["name"] == "tiny" and row["verified"] is True
+    listed = {row["name"]: row for row in json.loads(run("models", "list", "--json").stdout)}
+    assert listed["tiny"]["present"] and listed["tiny"]["known"] is False
+    result = run("models", "verify", "tiny", "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)["verified"] is True
+
+
+def test_import_known_release_by_checksum(tiny_rn_path, monkeypatch, isolated_home):
+    digest = hashlib.sha256(tiny_rn_path.read_bytes()).hexdigest()
+    monkeypatch.setitem(
+        weights.KNOWN, "TinyRN", KnownWeights("TinyRN", f"https://x.invalid/{digest}/TinyRN.pt", digest, 1)
+    )
+    result = run("models", "import", str(tiny_rn_path), "--json")
+    assert result.exit_code == 0
+    assert json.loads(result.stdout)["path"] == str(isolated_home / ".cache" / "clip" / "TinyRN.pt")
+
+
+def test_import_refuses_non_clip_file_and_writes_nothing(tmp_path, isolated_home):
+    junk = tmp_path / "junk.pt"
+    junk.write_text("not a checkpoint")
+    result = run("models", "import", str(junk), "--name", "junk")
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and "junk.pt" in result.stderr
+    assert not (isolated_home / ".cache" / "clip" / "junk.pt").exists()
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:7x"])
+def test_misspelt_device_is_bad_usage_for_every_command(device):
+    result = run("models", "list", "--device", device)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: --device '{device}': expected auto, cpu, cuda or cuda:N"
