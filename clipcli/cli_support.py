@@ -77,6 +77,8 @@ def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
                 common = Common(device=check_device_spec(device), quiet=quiet, json=json_output, debug=debug)
                 return func(*args, common=common, **own_kwargs)
             except ClipcliError as err:
+                if getattr(err, "already_reported", False):
+                    raise typer.Exit(err.exit_code) from None
                 fail(str(err), err.exit_code, debug)
             except KeyboardInterrupt:
                 fail("interrupted", 130, debug)

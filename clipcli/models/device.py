@@ -6,10 +6,10 @@ Precision follows `clip`: fp16 weights on CUDA, fp32 on the CPU.
 from __future__ import annotations
 
 import re
-import sys
 
 import torch
 
+from clipcli import ui
 from clipcli.errors import BadInputError
 
 _DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
@@ -26,8 +26,8 @@ def check_device_spec(spec: str) -> str:
 def resolve_device(spec: str | torch.device = "auto", *, announce: bool = True) -> torch.device:
     """Turn `auto|cpu|cuda|cuda:N` into a usable `torch.device`, or explain why not.
 
-    `auto` prints one notice line on stderr (once per process) naming the
-    device it chose, so a slow CPU run is never a surprise.
+    `auto` prints one notice line on stderr (once per process, not with
+    --quiet) naming the device it chose, so a slow CPU run is no surprise.
     """
     if isinstance(spec, torch.device):
         spec = str(spec)
@@ -37,7 +37,7 @@ def resolve_device(spec: str | torch.device = "auto", *, announce: bool = True) 
         if announce and spec not in _announced:
             _announced.add(spec)
             name = torch.cuda.get_device_name(device) if device.type == "cuda" else "no CUDA device found"
-            print(f"clipcli: using {device} ({name})", file=sys.stderr)
+            ui.notice(f"clipcli: using {device} ({name})")
         return device
     if spec == "cpu":
         return torch.device("cpu")

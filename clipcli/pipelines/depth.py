@@ -1,0 +1,397 @@
+"""DepthCLIP: zero-shot monocular depth from CLIP's ResNet layer4 grid.
+
+Each layer4 cell (no attention pool) is L2-normalised over all channels, every
+other channel is kept to match the text width, and compared with seven
+"This object is <word>" prompts; a softmax at temperature 0.1 (on top of
+CLIP's x100) weights seven depth bins, 1-3 m. Facts: specs/point_depth.md §4
+(Adonis-galaxy/DepthCLIP monoclip.py, eval.py, calculate_error.py).
+
+The output is coarse (one value per 32x32 cell, bilinearly upsampled),
+bounded by the bin range, and has no scale recovery.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from clipcli.batch import run_batch
+from clipcli.errors import BadInputError
+from clipcli.media.images import load_image
+from clipcli.models import load_clip
+from clipcli.models.grid import layer4_channels, require_resnet, resnet_layer4
+from clipcli.models.prompts import text_classifier
+from clipcli.render.colormap import add_legend, colorize
+from clipcli.store.atomic import atomic_path
+
+DEPTH_TEMPLATE = "This {} is {}"
+DEPTH_OBJECT = "object"
+DEPTH_WORDS = ("giant", "extremely close", "close", "not in distance", "a little remote", "far", "unseen")
+DEPTH_BINS = (1.00, 1.50, 2.00, 2.25, 2.50, 2.75, 3.00)
+BIN_PRESETS = {
+    "default": DEPTH_BINS,
+    # The per-scene set from the DepthCLIP slides (bathroom: delta1 0.425 vs 0.333).
+    "bathroom": (1.00, 1.25, 1.50, 1.75, 2.00, 2.25, 2.50),
+}
+TEMPERATURE = 0.1
+CLIP_SCALE = 100.0
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OFFICIAL_SIZE = (416, 544)  # the NYU crop DepthCLIP was run on (H, W)
+NYU_SIZE = (480, 640)
+NYU_CROP = (slice(56, 472), slice(60, 604))  # rows, cols of the 544x416 input box
+EIGEN_CROP = (slice(45, 471), slice(46, 601))
+PAPER_NYU = {"delta1": 0.394, "delta2": 0.683, "delta3": 0.851, "abs_rel": 0.388, "log10": 0.156, "rmse": 1.167}
+
+
+def resolve_bins(bins: Sequence[float] | None, words: Sequence[str] | None) -> tuple[list[float], list[str]]:
+    """Default to the paper's bins and words; any override must keep them paired."""
+    bins = list(DEPTH_BINS if bins is None else bins)
+    words = list(DEPTH_WORDS if words is None else words)
+    if len(bins) != len(words):
+        raise BadInputError(f"--bins has {len(bins)} values but --words has {len(words)}; they must pair up")
+    if len(bins) < 2:
+        raise BadInputError("DepthCLIP needs at least two depth bins")
+    if any(b <= 0 for b in bins):
+        raise BadInputError("--bins must be positive distances in metres")
+    return bins, words
+
+
+def depth_prompts(words: Sequence[str], template: str = DEPTH_TEMPLATE) -> list[list[str]]:
+    """One prompt per bin: 'This object is giant', ... (no trailing period, as the official code)."""
+    if template.count("{}") != 2:
+        raise BadInputError(f"--template {template!r} needs two '{{}}' slots: object, then depth word")
+    return [[template.format(DEPTH_OBJECT, word)] for word in words]
+
+
+def _check_backbone(model) -> None:
+    visual = require_resnet(model, "DepthCLIP")
+    embed = model.text_projection.shape[1]
+    if layer4_channels(visual) != 2 * embed:
+        raise BadInputError(
+            f"DepthCLIP keeps every other layer4 channel to match the text width, so layer4 must have "
+            f"2 x {embed} channels (RN50 has 2048 = 2 x 1024); this model has {layer4_channels(visual)}"
+        )
+
+
+def depth_grid(
+    model, image: torch.Tensor, bins: Sequence[float], words: Sequence[str], temperature: float, template: str
+) -> torch.Tensor:
+    """`[B,3,H,W]` -> per-cell depth `[B,1,H/32,W/32]` (the official MonoCLIP.forward)."""
+    features = resnet_layer4(model.visual, image).float()
+    batch, _, height, width = features.shape
+    cells = features.flatten(2).transpose(1, 2)  # [B, hw, C]
+    cells = cells / cells.norm(dim=-1, keepdim=True)
+    cells = cells[..., ::2]  # F.interpolate(scale_factor=0.5) on the channel axis keeps 0, 2, 4, ...
+    text = text_classifier(model, depth_prompts(words, template)).float()  # [C/2, K]
+    probabilities = (CLIP_SCALE * cells @ text / temperature).softmax(dim=-1)
+    depth = probabilities @ torch.tensor(bins, dtype=torch.float32, device=features.device)
+    return depth.view(batch, 1, height, width)
+
+
+@torch.no_grad()
+def estimate_depth(
+    model,
+    image: torch.Tensor,
+    bins: Sequence[float] | None = None,
+    temperature: float = TEMPERATURE,
+    flip: bool = True,
+    *,
+    words: Sequence[str] | None = None,
+    template: str = DEPTH_TEMPLATE,
+) -> torch.Tensor:
+    """DepthCLIP depth in metres, `[B,1,H,W]`, for ImageNet-normalised `[B,3,H,W]` images.
+
+    H and W must be multiples of 32. With `flip`, the horizontally flipped image
+    is run in the same batch and its (flipped back) grid averaged in, as the
+    official evaluation does; the grid is then upsampled bilinearly with
+    aligned corners to H x W.
+    """
+    _check_backbone(model)
+    if image.ndim != 4 or image.shape[1] != 3:
+        raise BadInputError(f"image must be [B,3,H,W], got {list(image.shape)}")
+    height, width = image.shape[-2:]
+    if height % 32 or width % 32:
+        raise BadInputError(f"image height and width must be multiples of 32, got {height}x{width}")
+    bins, words = resolve_bins(bins, words)
+    image = image.to(next(model.parameters()).device)
+    if flip:
+        grids = depth_grid(model, torch.cat([image, image.flip(3)]), bins, words, temperature, template)
+        grid = 0.5 * (grids[: len(image)] + grids[len(image) :].flip(3))
+    else:
+        grid = depth_grid(model, image, bins, words, temperature, template)
+    return F.interpolate(grid, size=(height, width), mode="bilinear", align_corners=True)
+
+
+# ---------------------------------------------------------------- images in, files out
+
+
+def parse_size(text: str) -> str | tuple[int, int]:
+    """`auto`, `native` or `HxW` (multiples of 32)."""
+    text = text.strip().lower()
+    if text in ("auto", "native"):
+        return text
+    try:
+        height, width = (int(part) for part in text.split("x"))
+    except ValueError:
+        raise BadInputError(f"--size {text!r}: expected auto, native or HxW such as 416x544") from None
+    if height <= 0 or width <= 0 or height % 32 or width % 32:
+        raise BadInputError(f"--size {text}: height and width must be positive multiples of 32")
+    return height, width
+
+
+def network_size(shape: tuple[int, int], size: str | tuple[int, int]) -> tuple[int, int]:
+    """The multiple-of-32 size an image of `shape` is run at.
+
+    `auto` keeps the aspect ratio at about the official 416x544 pixel count
+    (a 480x640 photo runs at 416x544); `native` rounds each side up (the
+    image is edge-padded, not resized); `HxW` is taken as given.
+    """
+    height, width = shape
+    if isinstance(size, tuple):
+        return size
+    if size == "native":
+        return -(-height // 32) * 32, -(-width // 32) * 32
+    scale = (OFFICIAL_SIZE[0] * OFFICIAL_SIZE[1] / (height * width)) ** 0.5
+    return max(32, round(height * scale / 32) * 32), max(32, round(width * scale / 32) * 32)
+
+
+def to_network_input(rgb: np.ndarray, size: str | tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int]]:
+    """RGB uint8 -> ImageNet-normalised `[1,3,h,w]` and the region of it that holds the image."""
+    height, width = rgb.shape[:2]
+    target = network_size((height, width), size)
+    if size == "native":
+        pad = ((0, target[0] - height), (0, target[1] - width), (0, 0))
+        pixels, region = np.pad(rgb, pad, mode="edge"), (height, width)
+    else:
+        shrinking = target[0] * target[1] < height * width
+        pixels = cv2.resize(rgb, target[::-1], interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+        region = target
+    tensor = torch.from_numpy(pixels).permute(2, 0, 1).float().div(255)
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+    return ((tensor - mean) / std).unsqueeze(0), region
+
+
+def depth_for_image(model, rgb: np.ndarray, size, **options) -> np.ndarray:
+    """Depth in metres at the image's own resolution, `[H,W]` float32."""
+    height, width = rgb.shape[:2]
+    tensor, region = to_network_input(rgb, size)
+    depth = estimate_depth(model, tensor, **options)[:, :, : region[0], : region[1]]
+    if region != (height, width):
+        depth = F.interpolate(depth, size=(height, width), mode="bilinear", align_corners=True)
+    return depth[0, 0].cpu().numpy().astype(np.float32)
+
+
+@dataclass(frozen=True)
+class DepthOutputs:
+    npy: Path
+    png: Path
+    color: Path
+
+    @classmethod
+    def for_input(cls, image: Path, out: Path) -> DepthOutputs:
+        stem = image.stem
+        return cls(out / f"{stem}_depth.npy", out / f"{stem}_depth.png", out / f"{stem}_depth_color.png")
+
+    def all_exist(self) -> bool:
+        return self.npy.exists() and self.png.exists() and self.color.exists()
+
+
+def write_outputs(depth: np.ndarray, outputs: DepthOutputs, bins: Sequence[float], colormap: str) -> None:
+    """The .npy (metres), 16-bit PNG (millimetres) and the colour picture with its legend."""
+    vmin, vmax = min(bins), max(bins)
+    picture = add_legend(colorize(depth, vmin, vmax, colormap), vmin, vmax, colormap)
+    millimetres = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
+    with atomic_path(outputs.npy) as tmp:
+        np.save(tmp, depth)
+    for path, pixels in ((outputs.png, millimetres), (outputs.color, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))):
+        with atomic_path(path) as tmp:
+            if not cv2.imwrite(str(tmp), pixels):
+                raise BadInputError("could not write the PNG", path)
+
+
+def run(
+    images: Sequence[Path],
+    *,
+    out: Path,
+    model_name: str = "RN50",
+    bins: Sequence[float] | None = None,
+    words: Sequence[str] | None = None,
+    template: str = DEPTH_TEMPLATE,
+    temperature: float = TEMPERATURE,
+    flip: bool = True,
+    size: str | tuple[int, int] = "auto",
+    colormap: str = "magma",
+    overwrite: bool = False,
+    device: str = "auto",
+) -> list[dict]:
+    """Estimate depth for many images; one result per input (failures included)."""
+    bins, words = resolve_bins(bins, words)
+    depth_prompts(words, template)  # validate everything before loading a model
+    colorize(np.zeros((1, 1)), 0, 1, colormap)
+    if temperature <= 0:
+        raise BadInputError("--temperature must be positive")
+    model, _ = load_clip(model_name, device)
+    _check_backbone(model)
+    options = dict(bins=bins, words=words, template=template, temperature=temperature, flip=flip)
+
+    def process(image: Path) -> dict:
+        start = time.perf_counter()
+        depth = depth_for_image(model, load_image(image), size, **options)
+        outputs = DepthOutputs.for_input(image, out)
+        write_outputs(depth, outputs, bins, colormap)
+        return {
+            "height": int(depth.shape[0]),
+            "width": int(depth.shape[1]),
+            "min": round(float(depth.min()), 4),
+            "max": round(float(depth.max()), 4),
+            "mean": round(float(depth.mean()), 4),
+            "npy": str(outputs.npy),
+            "png": str(outputs.png),
+            "color": str(outputs.color),
+            "seconds": round(time.perf_counter() - start, 3),
+        }
+
+    def done(image: Path) -> bool:
+        return not overwrite and DepthOutputs.for_input(image, out).all_exist()
+
+    return run_batch(images, process, description="depth", done=done)
+
+
+# ---------------------------------------------------------------- evaluation against ground truth
+
+METRICS = ("delta1", "delta2", "delta3", "abs_rel", "log10", "rmse")
+
+
+def depth_metrics(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray, cap: float = 10.0) -> dict[str, float]:
+    """The standard metrics over `valid` pixels, both maps clamped to [1e-3, cap] (calculate_error.py)."""
+    if not valid.any():
+        raise BadInputError("no valid ground-truth pixels to evaluate")
+    gt_v = np.clip(gt[valid].astype(np.float64), 1e-3, cap)
+    pred_v = np.clip(pred[valid].astype(np.float64), 1e-3, cap)
+    ratio = np.maximum(gt_v / pred_v, pred_v / gt_v)
+    return {
+        "delta1": float((ratio < 1.25).mean()),
+        "delta2": float((ratio < 1.25**2).mean()),
+        "delta3": float((ratio < 1.25**3).mean()),
+        "abs_rel": float((np.abs(gt_v - pred_v) / gt_v).mean()),
+        "log10": float(np.abs(np.log10(gt_v) - np.log10(pred_v)).mean()),
+        "rmse": float(np.sqrt(((gt_v - pred_v) ** 2).mean())),
+    }
+
+
+def load_ground_truth(path: Path) -> np.ndarray:
+    """Depth in metres from a 16-bit PNG in millimetres (NYU) or a .npy in metres."""
+    if path.suffix.lower() == ".npy":
+        try:
+            depth = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise BadInputError(f"not a readable .npy depth map ({err})", path) from None
+        if depth.ndim == 3 and 1 in (depth.shape[0], depth.shape[-1]):
+            depth = depth.squeeze()
+        if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.number):
+            raise BadInputError(f"ground truth must be a 2-D array of metres, got shape {depth.shape}", path)
+        return depth.astype(np.float32)
+    if not path.is_file() or path.stat().st_size == 0:
+        raise BadInputError("no such file or empty file", path)
+    pixels = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if pixels is None:
+        raise BadInputError("not a readable depth image", path)
+    if pixels.dtype != np.uint16 or pixels.ndim != 2:
+        raise BadInputError("ground-truth PNG must be single-channel 16-bit (millimetres)", path)
+    return pixels.astype(np.float32) / 1000.0
+
+
+def evaluation_region(pred: np.ndarray, gt: np.ndarray, rgb_shape: tuple[int, int], cap: float) -> np.ndarray:
+    """Valid pixels: 1e-3 < gt < cap and pred > 1e-3, inside the Eigen crop for NYU-sized images."""
+    valid = (gt > 1e-3) & (gt < cap) & (pred > 1e-3) & np.isfinite(gt)
+    if tuple(rgb_shape) == NYU_SIZE:
+        crop = np.zeros_like(valid)
+        crop[EIGEN_CROP] = True
+        valid &= crop
+    return valid
+
+
+def predict_for_evaluation(model, rgb: np.ndarray, gt_shape: tuple[int, int], size, **options) -> np.ndarray:
+    """A prediction aligned with the ground truth.
+
+    NYU-sized images follow the official protocol: the 544x416 box is cropped
+    without resizing, predicted, and pasted into a zero 480x640 canvas (the
+    border then falls outside the valid mask). Other images are predicted
+    whole and resized to the ground truth's size.
+    """
+    if rgb.shape[:2] == NYU_SIZE and tuple(gt_shape) == NYU_SIZE:
+        canvas = np.zeros(NYU_SIZE, np.float32)
+        canvas[NYU_CROP] = depth_for_image(model, np.ascontiguousarray(rgb[NYU_CROP]), "native", **options)
+        return canvas
+    depth = depth_for_image(model, rgb, size, **options)
+    if depth.shape != tuple(gt_shape):
+        depth = cv2.resize(depth, gt_shape[::-1], interpolation=cv2.INTER_LINEAR)
+    return depth
+
+
+def parse_pairs(items: Sequence[str], list_file: Path | None) -> list[tuple[Path, Path]]:
+    """`RGB,GT` arguments and/or a file of `RGB GT` lines."""
+    pairs = []
+    for item in items:
+        parts = item.split(",")
+        if len(parts) != 2 or not all(parts):
+            raise BadInputError(f"{item!r}: give each pair as RGB,GT (comma-separated)")
+        pairs.append((Path(parts[0]), Path(parts[1])))
+    if list_file is not None:
+        try:
+            lines = Path(list_file).read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as err:
+            raise BadInputError(f"cannot read the pair list ({err})", list_file) from None
+        base = Path(list_file).parent
+        for number, line in enumerate(lines, 1):
+            fields = line.split()
+            if not fields or line.lstrip().startswith("#"):
+                continue
+            if len(fields) < 2:
+                raise BadInputError(f"line {number}: expected 'RGB GT'", list_file)
+            pairs.append((base / fields[0], base / fields[1]))
+    if not pairs:
+        raise BadInputError("no RGB,GT pairs given")
+    return pairs
+
+
+def evaluate(
+    pairs: Sequence[tuple[Path, Path]],
+    *,
+    model_name: str = "RN50",
+    bins: Sequence[float] | None = None,
+    words: Sequence[str] | None = None,
+    template: str = DEPTH_TEMPLATE,
+    temperature: float = TEMPERATURE,
+    flip: bool = True,
+    size: str | tuple[int, int] = "auto",
+    max_depth: float = 10.0,
+    device: str = "auto",
+) -> dict:
+    """Per-image metrics averaged over images, as the official evaluation reports them."""
+    bins, words = resolve_bins(bins, words)
+    model, _ = load_clip(model_name, device)
+    _check_backbone(model)
+    options = dict(bins=bins, words=words, template=template, temperature=temperature, flip=flip)
+    by_rgb = dict(pairs)
+
+    def process(rgb_path: Path) -> dict:
+        gt = load_ground_truth(by_rgb[rgb_path])
+        rgb = load_image(rgb_path)
+        pred = predict_for_evaluation(model, rgb, gt.shape, size, **options)
+        valid = evaluation_region(pred, gt, rgb.shape[:2], max_depth)
+        return {"ground_truth": str(by_rgb[rgb_path]), **depth_metrics(pred, gt, valid, max_depth)}
+
+    results = run_batch([rgb for rgb, _ in pairs], process, description="depth-eval")
+    scored = [r for r in results if r["status"] == "ok"]
+    mean = {name: float(np.mean([r[name] for r in scored])) for name in METRICS} if scored else {}
+    return {"images": len(scored), "mean": mean, "paper_nyu": PAPER_NYU, "per_image": results}
