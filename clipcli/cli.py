@@ -147,21 +147,33 @@ NAME_depth.png (16-bit millimetres) and NAME_depth_color.png (with a legend).
 """
 
 
+DepthModel = Annotated[
+    str, typer.Option("--model", help="A ResNet CLIP whose layer4 is 2x its embedding width (RN50).")
+]
+DepthBins = Annotated[
+    str | None, typer.Option("--bins", help="Comma-separated metres, or preset:default / preset:bathroom.")
+]
+DepthWords = Annotated[str | None, typer.Option("--words", help="Comma-separated depth words, one per bin.")]
+DepthTemplate = Annotated[str, typer.Option("--template", help="Prompt with two {} slots: object, depth word.")]
+DepthTemperature = Annotated[float, typer.Option("--temperature", help="Softmax temperature (x100 CLIP scale on top).")]
+NoFlip = Annotated[bool, typer.Option("--no-flip", help="Skip the horizontal-flip averaging.")]
+
+
+def _depth_settings(bins, words, template, temperature, no_flip) -> depth_pipeline.DepthSettings:
+    return depth_pipeline.DepthSettings.checked(
+        _depth_bins(bins), _depth_words(words), template, temperature, flip=not no_flip
+    )
+
+
 @command(app, "depth", help=DEPTH_HELP)
 def depth(
     images: Annotated[list[str], typer.Argument(help="Images, folders or globs.")],
-    model: Annotated[
-        str, typer.Option("--model", help="A ResNet CLIP whose layer4 is 2x its embedding (RN50).")
-    ] = "RN50",
-    bins: Annotated[
-        str | None, typer.Option("--bins", help="Comma-separated metres, or preset:default / preset:bathroom.")
-    ] = None,
-    words: Annotated[str | None, typer.Option("--words", help="Comma-separated depth words, one per bin.")] = None,
-    template: Annotated[str, typer.Option("--template", help="Prompt with two {} slots.")] = "This {} is {}",
-    temperature: Annotated[
-        float, typer.Option("--temperature", help="Softmax temperature (x100 CLIP scale on top).")
-    ] = 0.1,
-    no_flip: Annotated[bool, typer.Option("--no-flip", help="Skip the horizontal-flip averaging.")] = False,
+    model: DepthModel = "RN50",
+    bins: DepthBins = None,
+    words: DepthWords = None,
+    template: DepthTemplate = "This {} is {}",
+    temperature: DepthTemperature = 0.1,
+    no_flip: NoFlip = False,
     size: Annotated[
         str, typer.Option("--size", help="auto (about 416x544 pixels, aspect kept), native (padded), or HxW.")
     ] = "auto",
@@ -173,16 +185,12 @@ def depth(
     *,
     common: Common,
 ) -> None:
-    paths = expand_inputs(images, IMAGE_EXTENSIONS)
+    settings = _depth_settings(bins, words, template, temperature, no_flip)
     results = depth_pipeline.run(
-        paths,
+        expand_inputs(images, IMAGE_EXTENSIONS),
         out=out,
         model_name=model,
-        bins=_depth_bins(bins),
-        words=_depth_words(words),
-        template=template,
-        temperature=temperature,
-        flip=not no_flip,
+        settings=settings,
         size=depth_pipeline.parse_size(size),
         colormap=colormap,
         overwrite=overwrite,
@@ -206,12 +214,12 @@ def depth(
 def depth_eval(
     pairs: Annotated[list[str] | None, typer.Argument(help="RGB,GT pairs (GT: 16-bit PNG in mm or .npy in m).")] = None,
     pair_list: Annotated[Path | None, typer.Option("--list", help="A file of 'RGB GT' lines.")] = None,
-    model: Annotated[str, typer.Option("--model")] = "RN50",
-    bins: Annotated[str | None, typer.Option("--bins")] = None,
-    words: Annotated[str | None, typer.Option("--words")] = None,
-    template: Annotated[str, typer.Option("--template")] = "This {} is {}",
-    temperature: Annotated[float, typer.Option("--temperature")] = 0.1,
-    no_flip: Annotated[bool, typer.Option("--no-flip")] = False,
+    model: DepthModel = "RN50",
+    bins: DepthBins = None,
+    words: DepthWords = None,
+    template: DepthTemplate = "This {} is {}",
+    temperature: DepthTemperature = 0.1,
+    no_flip: NoFlip = False,
     size: Annotated[
         str, typer.Option("--size", help="For non-NYU-sized images; NYU 480x640 uses the official crop.")
     ] = "auto",
@@ -223,11 +231,7 @@ def depth_eval(
     report = depth_pipeline.evaluate(
         depth_pipeline.parse_pairs(pairs or [], pair_list),
         model_name=model,
-        bins=_depth_bins(bins),
-        words=_depth_words(words),
-        template=template,
-        temperature=temperature,
-        flip=not no_flip,
+        settings=_depth_settings(bins, words, template, temperature, no_flip),
         size=depth_pipeline.parse_size(size),
         max_depth=max_depth,
         device=common.device,

@@ -97,6 +97,10 @@ def test_backbones_without_the_2x_channel_ratio_are_refused(tiny_vit_path, tmp_p
 def test_bins_and_words_must_pair():
     with pytest.raises(BadInputError, match="--bins has 3 values but --words has 7"):
         depth.resolve_bins([1, 2, 3], None)
+    with pytest.raises(BadInputError, match="--temperature must be positive"):
+        depth.DepthSettings.checked(temperature=0)
+    with pytest.raises(BadInputError, match="two '\\{\\}' slots"):
+        depth.DepthSettings.checked(template="a {} photo")
     assert depth.resolve_bins(None, None) == (list(depth.DEPTH_BINS), list(depth.DEPTH_WORDS))
 
 
@@ -138,15 +142,10 @@ def test_eigen_crop_only_for_nyu_sized_images():
 
 def test_nyu_prediction_is_pasted_into_the_official_box(tiny_rn):
     rgb = draw_shapes_image((480, 640), seed=1)
-    pred = depth.predict_for_evaluation(tiny_rn, rgb, (480, 640), "auto", **_options())
+    pred = depth.predict_for_evaluation(tiny_rn, rgb, (480, 640), "auto")
     inside = np.zeros((480, 640), bool)
     inside[depth.NYU_CROP] = True
     assert (pred[~inside] == 0).all() and (pred[inside] >= 1.0 - 1e-5).all()
-
-
-def _options():
-    return dict(bins=list(depth.DEPTH_BINS), words=list(depth.DEPTH_WORDS), template="This {} is {}",
-                temperature=0.1, flip=True)  # fmt: skip
 
 
 def test_cli_writes_depth_files_that_agree(tiny_rn_path, tmp_path):
@@ -199,7 +198,7 @@ def test_depth_eval_cli_reports_metrics(tiny_rn_path, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     model = load_clip(tiny_rn_path, device="cpu")[0]
-    pred = depth.predict_for_evaluation(model, rgb, (480, 640), "auto", **_options())
+    pred = depth.predict_for_evaluation(model, rgb, (480, 640), "auto")
     gt = gt_mm / 1000.0
     expected = depth.depth_metrics(pred, gt, depth.evaluation_region(pred, gt, (480, 640), 10.0))
     assert report["images"] == 1

@@ -71,6 +71,37 @@ def depth_prompts(words: Sequence[str], template: str = DEPTH_TEMPLATE) -> list[
     return [[template.format(DEPTH_OBJECT, word)] for word in words]
 
 
+@dataclass(frozen=True)
+class DepthSettings:
+    """The method's knobs, validated once: paired bins and words, template, temperature, flip."""
+
+    bins: tuple[float, ...] = DEPTH_BINS
+    words: tuple[str, ...] = DEPTH_WORDS
+    template: str = DEPTH_TEMPLATE
+    temperature: float = TEMPERATURE
+    flip: bool = True
+
+    @classmethod
+    def checked(cls, bins=None, words=None, template=DEPTH_TEMPLATE, temperature=TEMPERATURE, flip=True):
+        bins, words = resolve_bins(bins, words)
+        depth_prompts(words, template)
+        if temperature <= 0:
+            raise BadInputError("--temperature must be positive")
+        return cls(tuple(bins), tuple(words), template, temperature, flip)
+
+    def options(self) -> dict:
+        """Keyword arguments for `estimate_depth`."""
+        return dict(bins=self.bins, words=self.words, template=self.template, temperature=self.temperature,
+                    flip=self.flip)  # fmt: skip
+
+
+def load_depth_model(model_name: str, device: str):
+    """A CLIP checked to suit DepthCLIP (ResNet, layer4 = 2 x embedding width)."""
+    model, _ = load_clip(model_name, device)
+    _check_backbone(model)
+    return model
+
+
 def _check_backbone(model) -> None:
     visual = require_resnet(model, "DepthCLIP")
     embed = model.text_projection.shape[1]
@@ -180,11 +211,11 @@ def to_network_input(rgb: np.ndarray, size: str | tuple[int, int]) -> tuple[torc
     return ((tensor - mean) / std).unsqueeze(0), region
 
 
-def depth_for_image(model, rgb: np.ndarray, size, **options) -> np.ndarray:
+def depth_for_image(model, rgb: np.ndarray, size, settings: DepthSettings = DepthSettings()) -> np.ndarray:
     """Depth in metres at the image's own resolution, `[H,W]` float32."""
     height, width = rgb.shape[:2]
     tensor, region = to_network_input(rgb, size)
-    depth = estimate_depth(model, tensor, **options)[:, :, : region[0], : region[1]]
+    depth = estimate_depth(model, tensor, **settings.options())[:, :, : region[0], : region[1]]
     if region != (height, width):
         depth = F.interpolate(depth, size=(height, width), mode="bilinear", align_corners=True)
     return depth[0, 0].cpu().numpy().astype(np.float32)
@@ -223,31 +254,21 @@ def run(
     *,
     out: Path,
     model_name: str = "RN50",
-    bins: Sequence[float] | None = None,
-    words: Sequence[str] | None = None,
-    template: str = DEPTH_TEMPLATE,
-    temperature: float = TEMPERATURE,
-    flip: bool = True,
+    settings: DepthSettings = DepthSettings(),
     size: str | tuple[int, int] = "auto",
     colormap: str = "magma",
     overwrite: bool = False,
     device: str = "auto",
 ) -> list[dict]:
     """Estimate depth for many images; one result per input (failures included)."""
-    bins, words = resolve_bins(bins, words)
-    depth_prompts(words, template)  # validate everything before loading a model
-    colorize(np.zeros((1, 1)), 0, 1, colormap)
-    if temperature <= 0:
-        raise BadInputError("--temperature must be positive")
-    model, _ = load_clip(model_name, device)
-    _check_backbone(model)
-    options = dict(bins=bins, words=words, template=template, temperature=temperature, flip=flip)
+    colorize(np.zeros((1, 1)), 0, 1, colormap)  # an unknown colormap fails before the model loads
+    model = load_depth_model(model_name, device)
 
     def process(image: Path) -> dict:
         start = time.perf_counter()
-        depth = depth_for_image(model, load_image(image), size, **options)
+        depth = depth_for_image(model, load_image(image), size, settings)
         outputs = DepthOutputs.for_input(image, out)
-        write_outputs(depth, outputs, bins, colormap)
+        write_outputs(depth, outputs, settings.bins, colormap)
         return {
             "height": int(depth.shape[0]),
             "width": int(depth.shape[1]),
@@ -320,7 +341,9 @@ def evaluation_region(pred: np.ndarray, gt: np.ndarray, rgb_shape: tuple[int, in
     return valid
 
 
-def predict_for_evaluation(model, rgb: np.ndarray, gt_shape: tuple[int, int], size, **options) -> np.ndarray:
+def predict_for_evaluation(
+    model, rgb: np.ndarray, gt_shape: tuple[int, int], size, settings: DepthSettings = DepthSettings()
+) -> np.ndarray:
     """A prediction aligned with the ground truth.
 
     NYU-sized images follow the official protocol: the 544x416 box is cropped
@@ -330,9 +353,9 @@ def predict_for_evaluation(model, rgb: np.ndarray, gt_shape: tuple[int, int], si
     """
     if rgb.shape[:2] == NYU_SIZE and tuple(gt_shape) == NYU_SIZE:
         canvas = np.zeros(NYU_SIZE, np.float32)
-        canvas[NYU_CROP] = depth_for_image(model, np.ascontiguousarray(rgb[NYU_CROP]), "native", **options)
+        canvas[NYU_CROP] = depth_for_image(model, np.ascontiguousarray(rgb[NYU_CROP]), "native", settings)
         return canvas
-    depth = depth_for_image(model, rgb, size, **options)
+    depth = depth_for_image(model, rgb, size, settings)
     if depth.shape != tuple(gt_shape):
         depth = cv2.resize(depth, gt_shape[::-1], interpolation=cv2.INTER_LINEAR)
     return depth
@@ -368,26 +391,19 @@ def evaluate(
     pairs: Sequence[tuple[Path, Path]],
     *,
     model_name: str = "RN50",
-    bins: Sequence[float] | None = None,
-    words: Sequence[str] | None = None,
-    template: str = DEPTH_TEMPLATE,
-    temperature: float = TEMPERATURE,
-    flip: bool = True,
+    settings: DepthSettings = DepthSettings(),
     size: str | tuple[int, int] = "auto",
     max_depth: float = 10.0,
     device: str = "auto",
 ) -> dict:
     """Per-image metrics averaged over images, as the official evaluation reports them."""
-    bins, words = resolve_bins(bins, words)
-    model, _ = load_clip(model_name, device)
-    _check_backbone(model)
-    options = dict(bins=bins, words=words, template=template, temperature=temperature, flip=flip)
+    model = load_depth_model(model_name, device)
     by_rgb = dict(pairs)
 
     def process(rgb_path: Path) -> dict:
         gt = load_ground_truth(by_rgb[rgb_path])
         rgb = load_image(rgb_path)
-        pred = predict_for_evaluation(model, rgb, gt.shape, size, **options)
+        pred = predict_for_evaluation(model, rgb, gt.shape, size, settings)
         valid = evaluation_region(pred, gt, rgb.shape[:2], max_depth)
         return {"ground_truth": str(by_rgb[rgb_path]), **depth_metrics(pred, gt, valid, max_depth)}
 
