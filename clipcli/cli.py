@@ -10,14 +10,25 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from clipcli import __version__, ui
 from clipcli.batch import expand_inputs, raise_for_failures
 from clipcli.cli_support import Common, command, print_json
 from clipcli.errors import EXIT_BAD_INPUT, BadInputError
+from clipcli.media.audio import AUDIO_EXTENSIONS
 from clipcli.media.images import IMAGE_EXTENSIONS
+from clipcli.media.video import VIDEO_EXTENSIONS
+from clipcli.pipelines import action as action_pipeline
+from clipcli.pipelines import audio as audio_pipeline
 from clipcli.pipelines import depth as depth_pipeline
+from clipcli.pipelines import features as features_pipeline
+from clipcli.pipelines import point as point_pipeline
+from clipcli.pipelines import point_prep
+from clipcli.pipelines import retrieve as retrieve_pipeline
+from clipcli.pipelines import sketch as sketch_pipeline
+from clipcli.pipelines import vqa as vqa_pipeline
 from clipcli.pipelines import weights as weights_pipeline
 
 app = typer.Typer(
@@ -33,6 +44,13 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
+
+
+TrustCheckpoint = Annotated[
+    bool, typer.Option("--trust-checkpoint", help="Allow checkpoint pickles that run code when loaded.")
+]
+OutputFolder = Annotated[Path, typer.Option("--out", help="Output folder.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")]
 
 
 def _version(value: bool) -> None:
@@ -96,9 +114,7 @@ def models_verify(
 def models_import(
     file: Annotated[Path, typer.Argument(help="Checkpoint file to copy into the models folder.")],
     name: Annotated[str | None, typer.Option("--name", help="Name for a file that is not a known release.")] = None,
-    trust_checkpoint: Annotated[
-        bool, typer.Option("--trust-checkpoint", help="Allow pickles that run code when loaded.")
-    ] = False,
+    trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
 ) -> None:
@@ -180,8 +196,8 @@ def depth(
     colormap: Annotated[
         str, typer.Option("--colormap", help="magma, inferno, plasma, viridis, turbo, jet, bone.")
     ] = "magma",
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("."),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")] = False,
+    out: OutputFolder = Path("."),
+    overwrite: Overwrite = False,
     *,
     common: Common,
 ) -> None:
@@ -248,6 +264,732 @@ def depth_eval(
         table.add_row("paper (NYU v2)", *(f"{report['paper_nyu'][m]:.3f}" for m in depth_pipeline.METRICS))
         ui.stdout.print(table)
     raise_for_failures(report["per_image"])
+
+
+# ---- audio-tag
+
+AUDIO_TAG_HELP = """AudioCLIP zero-shot audio tagging and audio-to-image/text search (Guzhov et al. 2021).
+
+Audio is mixed to mono, resampled to 44.1 kHz and multiplied by 32768, the
+int16 scale the model was trained on (--raw-scale feeds [-1, 1] instead, as
+the demo notebook's copies do; tags then degrade). Labels are scored as the
+official zero-shot protocol: bare label text ("{}" template, no prompt),
+softmax over clamp(exp(logit_scale_at), 1, 100) x cosine; --multilabel uses
+the official sigmoid(cosine - 0.5) per label.
+
+Deliberate differences from the official evaluation: a clip longer than
+--window is covered by evenly spread full windows (the official code
+centre-crops one), and the clip's tags score the renormalised mean of the
+windows' normalised embeddings (each window is also scored: "windows" in
+--json). Clips shorter than a window are centre-padded with their edge
+values, as officially. On CUDA the image and text towers run in fp16, as
+`clip` does (the official model is fp32); the audio tower is always fp32.
+--texts captions are used as written, without the template.
+
+--checkpoint audioclip-full (default) was trained on all three towers;
+audioclip-partial kept CLIP's image and text towers frozen, so its audio
+embeddings live in vanilla CLIP RN50's space.
+"""
+
+
+def _audio_tag_tables(report: dict) -> list[Table]:
+    tables = []
+    tags = Table(title=f"AudioCLIP tags ({report['labels']}, {'multi-label' if report['multilabel'] else 'softmax'})")
+    for column in ("input", "rank", "label", "score"):
+        tags.add_column(column)
+    for row in report["results"]:
+        if row["status"] != "ok":
+            tags.add_row(row["input"], "-", row["status"], row.get("error", ""))
+            continue
+        for rank, entry in enumerate(row["tags"], 1):
+            tags.add_row(row["input"] if rank == 1 else "", str(rank), entry["label"], f"{entry['score']:.4f}")
+    tables.append(tags)
+    for name, key in (("images", "image"), ("texts", "text")):
+        rows = [row for row in report["results"] if row["status"] == "ok" and name in row]
+        if rows:
+            table = Table(title=f"{name} ranked for each audio (logit = scale x cosine)")
+            for column in ("input", "rank", key, "logit", "cosine"):
+                table.add_column(column)
+            for row in rows:
+                for rank, entry in enumerate(row[name], 1):
+                    cells = (entry[key], f"{entry['score']:.3f}", f"{entry['cosine']:.4f}")
+                    table.add_row(row["input"] if rank == 1 else "", str(rank), *cells)
+            tables.append(table)
+    return tables
+
+
+@command(app, "audio-tag", help=AUDIO_TAG_HELP)
+def audio_tag(
+    audio: Annotated[list[str], typer.Argument(help="Audio files, folders or globs (wav, flac, mp3, m4a, ...).")],
+    labels: Annotated[
+        str, typer.Option("--labels", help='esc50 (50 classes), us8k (10), a file (one per line), or "a,b,c".')
+    ] = "esc50",
+    checkpoint: Annotated[
+        str, typer.Option("--checkpoint", help="audioclip-full, audioclip-partial, an imported name or a file.")
+    ] = audio_pipeline.DEFAULT_CHECKPOINT,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels, images and texts to show per audio.")] = 5,
+    multilabel: Annotated[
+        bool, typer.Option("--multilabel", help="Independent sigmoid(cos - 0.5) per label instead of softmax.")
+    ] = False,
+    window: Annotated[float, typer.Option("--window", help="Window length in seconds.")] = 5.0,
+    template: Annotated[str, typer.Option("--template", help="Label text template; officially the bare label.")] = "{}",
+    images: Annotated[
+        Path | None, typer.Option("--images", help="Rank this folder's images for each audio (embeddings cached).")
+    ] = None,
+    texts: Annotated[Path | None, typer.Option("--texts", help="Rank these captions (one per line).")] = None,
+    raw_scale: Annotated[
+        bool, typer.Option("--raw-scale", help="Feed samples in [-1, 1], not the int16 scale the model expects.")
+    ] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Audio windows per forward pass.")] = 16,
+    trust_checkpoint: TrustCheckpoint = False,
+    *,
+    common: Common,
+) -> None:
+    paths = expand_inputs(audio, AUDIO_EXTENSIONS)
+    report = audio_pipeline.run(
+        paths,
+        labels=labels,
+        checkpoint=checkpoint,
+        top_k=top_k,
+        multilabel=multilabel,
+        window=window,
+        template=template,
+        images=images,
+        texts=texts,
+        raw_scale=raw_scale,
+        batch_size=batch_size,
+        device=common.device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    if common.json:
+        print_json(report)
+    else:
+        for table in _audio_tag_tables(report):
+            ui.stdout.print(table)
+    raise_for_failures(report["results"] + report["image_failures"])
+
+
+# ---- classify-action
+
+ACTION_HELP = """ActionCLIP action recognition (Wang et al. 2021) on video files.
+
+Zero-shot (default): 8 segment-centre frames (ActionCLIP's test sampling), each
+resized to a 256-pixel short side and centre-cropped to 224, CLIP image
+features averaged over frames (meanP), and the official 16 prompt templates:
+softmax(100 x cosine) over the labels within each template, averaged over
+templates. --checkpoint loads an ActionCLIP checkpoint (its fine-tuned CLIP and
+its Transf/LSTM/Conv_1D/Transf_cls fusion head); --frames must be the number it
+was trained on. --window classifies sliding windows and reports a timeline
+(an addition: ActionCLIP classifies whole clips); --plot draws it.
+
+Label sets: kinetics400, ucf101, hmdb51 (the official lists and order), a file
+(one label per line, or the official id,name CSV), or "a,b,c". Differences
+from the official code: videos are decoded directly instead of pre-extracted
+JPEG frames; UCF101's CamelCase names are split into words for the prompts
+("ApplyEyeMakeup" -> "Apply Eye Makeup"); scores are computed in fp32. Text
+embeddings of a label set are cached per model under ~/.cache/clipcli/.
+"""
+
+
+@command(app, "classify-action", help=ACTION_HELP)
+def classify_action(
+    videos: Annotated[list[str], typer.Argument(help="Videos, folders or globs.")],
+    labels: Annotated[
+        str, typer.Option("--labels", help="kinetics400, ucf101, hmdb51, a label file, or a comma list.")
+    ] = "kinetics400",
+    frames: Annotated[
+        int | None, typer.Option("--frames", help="Frames per clip (default 8, or what the checkpoint fixes).")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels to report per video or window.")] = 5,
+    model: Annotated[
+        str | None, typer.Option("--model", help="CLIP for zero-shot: a name or file (default ViT-B/32).")
+    ] = None,
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="An ActionCLIP checkpoint (model_best.pt / last_model.pt).")
+    ] = None,
+    window: Annotated[
+        float | None, typer.Option("--window", help="Classify sliding windows of this many seconds.")
+    ] = None,
+    stride: Annotated[
+        float | None, typer.Option("--stride", help="Seconds between window starts (default: --window).")
+    ] = None,
+    plot: Annotated[bool, typer.Option("--plot", help="With --window: write OUT/NAME_actions.png timelines.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for --plot pictures.")] = Path("."),
+    trust_checkpoint: TrustCheckpoint = False,
+    *,
+    common: Common,
+) -> None:
+    paths = expand_inputs(videos, VIDEO_EXTENSIONS)
+    results = action_pipeline.run(
+        paths,
+        labels=labels,
+        frames=frames,
+        top_k=top_k,
+        model_name=model,
+        checkpoint=checkpoint,
+        window=window,
+        stride=stride,
+        plot=plot,
+        out=out,
+        device=common.device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    if common.json:
+        print_json(results)
+    else:
+        for row in results:
+            ui.stdout.print(_action_table(row))
+    raise_for_failures(results)
+
+
+def _action_table(row: dict) -> Table:
+    table = Table(title=escape(f"{row['input']}: {row['status']}"), title_justify="left")
+    if row["status"] != "ok":
+        table.add_column("detail")
+        table.add_row(escape(row.get("error") or row.get("reason", "")))
+        return table
+    if "windows" in row:
+        for column in ("start s", "end s", "top labels"):
+            table.add_column(column, justify="left" if column == "top labels" else "right")
+        for item in row["windows"]:
+            tops = escape(", ".join(f"{p['label']} {p['probability']:.2f}" for p in item["predictions"][:3]))
+            table.add_row(f"{item['start']:.2f}", f"{item['end']:.2f}", tops)
+        return table
+    table.add_column("label")
+    table.add_column("probability", justify="right")
+    for prediction in row["predictions"]:
+        table.add_row(escape(prediction["label"]), f"{prediction['probability']:.4f}")
+    return table
+
+
+# ---- sketch
+
+SKETCH_HELP = """CLIPasso object sketching (Vinker et al. 2022): an image as a few black Bézier strokes.
+
+Defaults reproduce the official run: 16 strokes of half-width 1.5 start at edge
+pixels sampled from ViT-B/32 attention x XDoG edges; Adam (lr 1.0) moves their
+control points for 2000 steps to match RN101's layer2 and layer3 features plus
+0.1 x the cosine of its embeddings, over the image and 4 augmented views (same
+augmentation for sketch and image); every 10 steps the un-augmented loss is
+measured; each seed (--seed, +1000, +2000) keeps its best, the best seed wins.
+
+Deviations from the official code: strokes are drawn by clipcli's own
+differentiable rasterizer, not diffvg; the seeds run as one batch; the sketch
+kept is the one whose loss was measured (the official code saves it one Adam
+step later); non-square images are padded to a white square (the official
+fix_scale option) instead of stretched; --mask auto is OpenCV GrabCut seeded
+from the saliency map, not U2Net (suits an object on a distinct background).
+
+Writes NAME_sketch.svg (224x224), NAME_sketch.png (--size px), NAME_sketch.json
+(strokes, per-seed losses, chosen seed, time) and, with --animate, a GIF or MP4
+of the evaluation snapshots up to the best one (--mask auto adds NAME_mask.png).
+Slow on a CPU: seconds per step with RN101.
+"""
+
+
+@command(app, "sketch", help=SKETCH_HELP)
+def sketch(
+    images: Annotated[list[str], typer.Argument(help="Images, folders or globs.")],
+    strokes: Annotated[int, typer.Option("--strokes", help="Number of strokes.")] = 16,
+    iterations: Annotated[int, typer.Option("--iterations", help="Adam steps.")] = 2000,
+    seeds: Annotated[int, typer.Option("--seeds", help="Runs from different seeds, one batch; the best is kept.")] = 3,
+    width: Annotated[float, typer.Option("--width", help="Stroke half-width in pixels at 224 (1.5 = 3 px).")] = 1.5,
+    mask: Annotated[
+        str, typer.Option("--mask", help="none, auto (GrabCut), or a mask image (white = object) or folder of NAME.*.")
+    ] = "none",
+    model: Annotated[str, typer.Option("--model", help="CLIP ResNet for the loss.")] = "RN101",
+    saliency_model: Annotated[
+        str, typer.Option("--saliency-model", help="CLIP ViT for the saliency map.")
+    ] = "ViT-B/32",
+    augmentations: Annotated[int, typer.Option("--augmentations", help="Augmented pairs per step.")] = 4,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate on pixel coordinates.")] = 1.0,
+    patience: Annotated[
+        int | None, typer.Option("--patience", help="Stop a seed after N evaluations without improvement.")
+    ] = None,
+    animate: Annotated[str | None, typer.Option("--animate", help="gif or mp4 of the optimisation.")] = None,
+    size: Annotated[int, typer.Option("--size", help="PNG (and animation) side in pixels.")] = 448,
+    out: OutputFolder = Path("."),
+    seed: Annotated[int, typer.Option("--seed", help="First seed; the others are +1000, +2000, ...")] = 0,
+    overwrite: Overwrite = False,
+    *,
+    common: Common,
+) -> None:
+    settings = sketch_pipeline.SketchSettings(strokes, iterations, seeds, width, augmentations, lr, patience, seed)
+    settings.check()
+    paths = expand_inputs(images, IMAGE_EXTENSIONS)
+    results = sketch_pipeline.run(
+        paths,
+        out=out,
+        settings=settings,
+        model_name=model,
+        saliency_model_name=saliency_model,
+        mask=mask,
+        animate=animate,
+        size=size,
+        overwrite=overwrite,
+        device=common.device,
+    )
+    if common.json:
+        print_json(results)
+    else:
+        table = Table(title="CLIPasso")
+        for column in ("input", "status", "seed", "loss", "steps", "seconds", "sketch"):
+            table.add_column(column)
+        for row in results:
+            if row["status"] == "ok":
+                numbers = [f"{row['loss']:.4f}", str(row["iterations"]), f"{row['seconds']:.1f}"]
+                table.add_row(escape(row["input"]), "ok", str(row["chosen_seed"]), *numbers, escape(row["svg"]))
+            else:
+                detail = escape(row.get("error") or row.get("reason", ""))
+                table.add_row(escape(row["input"]), row["status"], "-", "-", "-", "-", detail)
+        ui.stdout.print(table)
+    raise_for_failures(results)
+
+
+# ---- retrieve
+
+RETRIEVE_HELP = """CLIP4Clip text-to-video search (Luo et al. 2021) over folders of videos.
+
+Usage: FOLDER... QUERY (the text query is the last argument), or
+FOLDER... --image QUERY.jpg to query by example image.
+
+Zero-shot (default) is CLIP4Clip's meanP on OpenAI CLIP: --frames (12)
+frames per video, each CLIP embedding L2-normalised, averaged and
+renormalised, ranked by cosine with the query (tokenised as CLIP4Clip does:
+at most 30 BPE tokens). --checkpoint loads a CLIP4Clip pytorch_model.bin.N:
+its CLIP embeds frames and text, its seqTransf or seqLSTM head pools the
+frames (--model is then ignored). tightTransf checkpoints are refused (they
+score each text-video pair jointly, so videos cannot be indexed), and so
+are --linear_patch 3d ones.
+
+The first run indexes every video under the folders (recursively, by
+extension, following symlinks without loops, skipping hidden folders);
+later runs embed only new or changed files (size + mtime) and drop deleted
+ones. Indexes live in $CLIPCLI_INDEX_HOME, else in
+$XDG_DATA_HOME/clipcli/indexes (~/.local/share/clipcli/indexes), one per
+folder, named after it plus a hash of its path; --index DIR keeps one index
+for all the folders given. A different model, --checkpoint, --frames or
+--sampling re-embeds. Videos that fail to decode are reported (exit 4 after
+the results) and not retried until they change or --reindex.
+
+Sampling: uniform (default) spreads the frames over the whole video, each
+distinct frame once; fps is CLIP4Clip's own loader (1 frame per second,
+then --frames of those by linspace); --fast snaps each uniform time to the
+keyframe at or before it and decodes only keyframes (much faster on long
+videos; approximate times, fewer frames when keyframes are sparse).
+--segments adds each hit's best-matching time range from frame-level scores
+(an addition: CLIP4Clip ranks whole clips). Scores are cosines (CLIP4Clip
+scales them by 100; the order is the same). Frames are resized with torch's
+antialiased bicubic, about one grey level from PIL's.
+"""
+
+
+@command(app, "retrieve", help=RETRIEVE_HELP)
+def retrieve(
+    items: Annotated[
+        list[str], typer.Argument(metavar="FOLDER... QUERY", help="Folders or videos, then the text query.")
+    ],
+    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Videos to return.")] = 10,
+    frames: Annotated[int, typer.Option("--frames", help="Frames per video (CLIP4Clip's max_frames).")] = 12,
+    model: Annotated[str, typer.Option("--model", help="CLIP for zero-shot meanP: a name or file.")] = "ViT-B/32",
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A CLIP4Clip pytorch_model.bin.N (meanP/seqLSTM/seqTransf).")
+    ] = None,
+    index: Annotated[
+        Path | None, typer.Option("--index", help="Index folder (default: one per searched folder).")
+    ] = None,
+    no_update: Annotated[bool, typer.Option("--no-update", help="Search the index as it is; embed nothing.")] = False,
+    reindex: Annotated[bool, typer.Option("--reindex", help="Re-embed every video, failed ones included.")] = False,
+    image: Annotated[Path | None, typer.Option("--image", help="Query by this image instead of text.")] = None,
+    segments: Annotated[bool, typer.Option("--segments", help="Also report each hit's best time range.")] = False,
+    paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="One path per line, for pipes.")] = False,
+    sampling: Annotated[str, typer.Option("--sampling", help="uniform or fps (CLIP4Clip's loader).")] = "uniform",
+    fast: Annotated[bool, typer.Option("--fast", help="Keyframes near uniform times (approximate).")] = False,
+    trust_checkpoint: TrustCheckpoint = False,
+    *,
+    common: Common,
+) -> None:
+    if image is None:
+        if len(items) < 2:
+            raise BadInputError("give one or more folders, then the query (or use --image QUERY.jpg)")
+        items, query = items[:-1], items[-1]
+    else:
+        query = None
+    if fast and sampling != "uniform":
+        raise BadInputError("--fast replaces uniform sampling; it cannot be combined with --sampling fps")
+    result = retrieve_pipeline.run(
+        items,
+        query,
+        image,
+        top_k=top_k,
+        frames=frames,
+        sampling="keyframes" if fast else sampling,
+        model_name=model,
+        checkpoint=checkpoint,
+        index_dir=index,
+        update=not no_update,
+        reindex=reindex,
+        segments=segments,
+        device=common.device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    for summary in result.summaries:
+        ui.notice(retrieve_pipeline.summary_line(summary))
+    if common.json:
+        print_json([hit.as_dict() for hit in result.hits])
+    elif paths_only:
+        for hit in result.hits:
+            print(hit.path)
+    else:
+        ui.stdout.print(_retrieve_table(result.hits, segments))
+    retrieve_pipeline.raise_for_failed(result.summaries)
+
+
+def _retrieve_table(hits: list, segments: bool) -> Table:
+    table = Table(title="CLIP4Clip retrieval" if hits else "CLIP4Clip retrieval: no indexed videos")
+    for column in ("rank", "score", "duration", *(["best segment"] if segments else [])):
+        table.add_column(column, justify="left" if column == "best segment" else "right", no_wrap=True)
+    table.add_column("path", overflow="fold")
+    for hit in hits:
+        cells = [str(hit.rank), f"{hit.score:.4f}", f"{hit.duration:.1f} s"]
+        if segments:
+            cells.append(f"{hit.segment['start']:.1f}-{hit.segment['end']:.1f} s")
+        table.add_row(*cells, escape(str(hit.path)))
+    return table
+
+
+@command(app, "retrieve-eval")
+def retrieve_eval(
+    csv_file: Annotated[Path, typer.Argument(metavar="CSV", help="video_id,sentence rows (MSR-VTT style).")],
+    videos: Annotated[Path, typer.Argument(metavar="VIDEOS_DIR", help="Folder holding VIDEO_ID.mp4 (any video type).")],
+    frames: Annotated[int, typer.Option("--frames")] = 12,
+    model: Annotated[str, typer.Option("--model")] = "ViT-B/32",
+    checkpoint: Annotated[Path | None, typer.Option("--checkpoint")] = None,
+    index: Annotated[Path | None, typer.Option("--index")] = None,
+    sampling: Annotated[str, typer.Option("--sampling", help="uniform or fps (CLIP4Clip's loader).")] = "uniform",
+    trust_checkpoint: TrustCheckpoint = False,
+    *,
+    common: Common,
+) -> None:
+    """Text-to-video R@1/5/10, MdR, MnR (CLIP4Clip's metrics) on a CSV of captions and a folder of videos."""
+    report = retrieve_pipeline.evaluate(
+        csv_file,
+        videos,
+        frames=frames,
+        sampling=sampling,
+        model_name=model,
+        checkpoint=checkpoint,
+        index_dir=index,
+        device=common.device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    if common.json:
+        print_json(report)
+    else:
+        metrics = report["text_to_video"]
+        table = Table(title=f"CLIP4Clip {report['head']}: {report['evaluated']} sentences, {report['videos']} videos")
+        for column in ("", "R@1", "R@5", "R@10", "MdR", "MnR"):
+            table.add_column(column, justify="right")
+        table.add_row("this run", *(f"{metrics[key]:.1f}" for key in ("R@1", "R@5", "R@10", "MdR", "MnR")))
+        for name, paper in report["paper_msrvtt_1ka"].items():
+            cells = (f"{paper[key]:.1f}" if key in paper else "-" for key in ("R@1", "R@5", "R@10", "MdR", "MnR"))
+            table.add_row(f"paper, MSR-VTT 1k-A, {name}", *cells)
+        ui.stdout.print(table)
+    retrieve_pipeline.raise_for_eval(report)
+
+
+# ---- features
+
+FEATURES_HELP = """CLIP-ViL features (Shen et al. 2021, "How Much Can CLIP Benefit Vision-and-Language Tasks?").
+
+CLIP's visual tower as the image encoder of VQA, captioning and navigation
+models, in the layouts CLIP-ViL's models read.
+
+--layout vqa (default): the Pythia/MCAN grid. Images are resized as the
+official extractor does (detectron2 ResizeShortestEdge 600/1000, then a fixed
+600x1000 resize that distorts the aspect ratio; PIL bilinear), normalised with
+CLIP's mean/std and run through the ResNet stem and layer1-4, no attention
+pool: OUT/NAME.npy of shape (1, 18, 31, C), C = 2048 for RN50/RN101, 2560 for
+RN50x4, in float16 as the MCAN extractor stores them (the Pythia one casts to
+float32: --dtype float32).
+
+--layout caption: Resize((448, 448), bicubic); OUT/att/NAME.npz (key "feat",
+the 14x14xC layer4 grid) and OUT/fc/NAME.npy (the attention pool, its
+positional embedding resized 7x7 -> 14x14), float32: the files the CLIP-ViL
+captioner reads (it finds them by COCO image id, so name images by id).
+
+--layout pooled: encode_image vectors with CLIP's own preprocessing (the VLN
+features): OUT/pooled.npy, one row per image, and OUT/pooled.json naming the
+model and each row's image; reruns append new images.
+
+ViTs give grids too (patch tokens after all but the last block for vqa, after
+all blocks with the class token as fc for caption; positional embeddings
+resized bilinearly), but the CLIP-ViL paper reports ViT grids much weaker
+than ResNet grids (its table is not re-checked here). The released extraction
+scripts do not run as published (a syntax error, undefined names); clipcli
+implements what they spell out. Images are decoded as clipcli reads every
+image (EXIF upright, transparency on white). Existing outputs are skipped
+unless --overwrite; unreadable images are reported and skipped (exit 4).
+"""
+
+
+@command(app, "features", help=FEATURES_HELP)
+def features(
+    images: Annotated[list[str], typer.Argument(help="Images, folders or globs.")],
+    model: Annotated[str, typer.Option("--model", help="RN50, RN101, RN50x4, ViT-B/32, ... or a file.")] = "RN50",
+    layout: Annotated[str, typer.Option("--layout", help="vqa (600x1000 grid), caption (448), or pooled.")] = "vqa",
+    out: OutputFolder = Path("."),
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 8,
+    dtype: Annotated[
+        str | None, typer.Option("--dtype", help="float16 or float32 (default: float16 for vqa, else float32).")
+    ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Threads decoding and resizing ahead (default: CPU count, at most 8)."),
+    ] = None,
+    overwrite: Overwrite = False,
+    *,
+    common: Common,
+) -> None:
+    paths = expand_inputs(images, IMAGE_EXTENSIONS)
+    report = features_pipeline.run(
+        paths,
+        out=out,
+        layout=layout,
+        model_name=model,
+        batch_size=batch_size,
+        dtype=dtype,
+        overwrite=overwrite,
+        device=common.device,
+        workers=workers,
+    )
+    if common.json:
+        print_json(report)
+    else:
+        table = Table(title=escape(f"CLIP-ViL {report['layout']} features ({report['model']}, {report['dtype']})"))
+        for column in ("input", "status", "shape" if layout != "pooled" else "row", "detail"):
+            table.add_column(column)
+        for row in report["per_image"]:
+            shape = " ".join(f"{k} {tuple(v)}" for k, v in row.get("shapes", {}).items()) or str(row.get("row", "-"))
+            detail = ", ".join(row.get("outputs", [])) or row.get("reason") or row.get("error", "")
+            table.add_row(escape(row["input"]), row["status"], shape, escape(detail))
+        ui.stdout.print(table)
+        if layout == "pooled":
+            ui.stdout.print(f"{report['rows']} rows in {report['matrix']} (index {report['index']})", markup=False)
+    raise_for_failures(report["per_image"])
+
+
+# ---- vqa
+
+VQA_HELP = """Zero-shot VQA by answer scoring with CLIP: a ranker over candidate answers, not a VQA model.
+
+The question becomes a statement by simple rules (yes/no, what colour, how
+many, where, what/which/who; anything else becomes "a photo of {answer}"),
+each candidate answer fills it, and the answers are ranked by the softmax of
+logit_scale x cosine between the image and the statements: TAP-C (Song et al.
+2022) without its T5 rewriting and answer filtering. Expect at best about 39%
+on VQAv2, the figure reported for TAP-C-style zero-shot CLIP (not re-verified
+here), and less where the rules miss.
+
+--answers: yesno, colors, counts (0-20), objects (COCO's 80 and ImageNet's
+1000 class names), a file (one answer per line) or "a,b,c"; by default the set
+that fits the question. Questions with "or" are not split into their
+alternatives: give them with --answers. Statement embeddings are cached per
+model under ~/.cache/clipcli/text/.
+"""
+
+
+@command(app, "vqa", help=VQA_HELP)
+def vqa(
+    images: Annotated[list[str], typer.Argument(help="Images, folders or globs, then the question.")],
+    question: Annotated[str, typer.Argument(help='The question, e.g. "what color is the car?"')],
+    answers: Annotated[
+        str | None, typer.Option("--answers", help="yesno, colors, counts, objects, a file, or a comma list.")
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Answers to report per image.")] = 5,
+    model: Annotated[str, typer.Option("--model", help="A CLIP name or file.")] = "ViT-B/16",
+    *,
+    common: Common,
+) -> None:
+    paths = expand_inputs(images, IMAGE_EXTENSIONS)
+    report = vqa_pipeline.run(paths, question, answers=answers, top_k=top_k, model_name=model, device=common.device)
+    if common.json:
+        print_json(report)
+    else:
+        statement = report["template"] or f"yes: {report['statements']['yes']} / no: {report['statements']['no']}"
+        ui.stdout.print(
+            f"{report['kind']} question; {report['answers']} answers ({report['answer_set']}); statement: {statement}",
+            markup=False,
+        )
+        for row in report["per_image"]:
+            table = Table(title=escape(f"{row['input']}: {row.get('answer', row['status'])}"), title_justify="left")
+            if row["status"] != "ok":
+                table.add_column("detail")
+                table.add_row(escape(row.get("error") or row.get("reason", "")))
+            else:
+                for column in ("answer", "probability", "statement"):
+                    table.add_column(column, justify="right" if column == "probability" else "left")
+                for item in row["top"]:
+                    table.add_row(escape(item["answer"]), f"{item['probability']:.4f}", escape(item["statement"]))
+            ui.stdout.print(table)
+    raise_for_failures(report["per_image"])
+
+
+# ---- point-classify
+
+POINT_HELP = """PointCLIP V2 (default) and PointCLIP zero-shot point-cloud classification.
+
+Each cloud is rendered into depth images from 10 views (V2's realistic
+projection: 112x112x8 voxel grid, 7x7 max-pool, 3x3 Gaussian, max over depth,
+inverted; --projection v1: 6 perspective depth maps, harmonic mean per pixel),
+each view goes through CLIP, and the weighted, normalised view features are
+matched with the class prompts (scale 100 for V2, CLIP's logit scale for V1).
+Inputs: .ply .pcd .xyz .txt .csv .npy .npz .off .obj (meshes are sampled on
+their surface) and ModelNet40/ScanObjectNN HDF5 files (every shape, or
+--h5-index N).
+
+Differences from the official code, which reads PointNet HDF5 sets that are
+already y-up and in the unit sphere and keeps their first 1024 points: user
+clouds are rotated to y-up (--up-axis), subsampled to --points by farthest-point
+sampling (seeded; --sampling random|first), centred and scaled to the unit
+sphere (--no-normalize skips it); a cloud with fewer points is topped up with
+points repeated at random. Defaults are not test-tuned: uniform view weights,
+and for V2 generic depth-map templates averaged over (V1: "point cloud depth
+map of a {}."). --prompts paper and --view-weights paper use V2's searched
+per-class sentences and view weights, which were chosen on the ModelNet40 and
+ScanObjectNN test sets. --save-views writes OUT/NAME_views.png, the views as
+CLIP sees them (V1 depth scaled to its maximum for display).
+"""
+
+
+def _point_options(points: int, sampling: str, normalize: bool, up_axis: str, seed: int):
+    return point_prep.CloudOptions(points=points, sampling=sampling, normalize=normalize, up_axis=up_axis, seed=seed)
+
+
+@command(app, "point-classify", help=POINT_HELP)
+def point_classify(
+    clouds: Annotated[list[str], typer.Argument(help="Point clouds, meshes, HDF5 sets, folders or globs.")],
+    labels: Annotated[
+        str, typer.Option("--labels", help="modelnet40, scanobjectnn, a file (one label per line), or 'a,b,c'.")
+    ] = "modelnet40",
+    projection: Annotated[str, typer.Option("--projection", help="v2 (PointCLIP V2) or v1 (PointCLIP).")] = "v2",
+    model: Annotated[
+        str | None, typer.Option("--model", help="CLIP name or file (default ViT-B/16 for v2, RN50 for v1).")
+    ] = None,
+    points: Annotated[int, typer.Option("--points", help="Points per cloud after sampling.")] = 1024,
+    sampling: Annotated[str, typer.Option("--sampling", help="fps (farthest point), random, or first.")] = "fps",
+    no_normalize: Annotated[
+        bool, typer.Option("--no-normalize", help="Keep the cloud's own centre and scale.")
+    ] = False,
+    view_weights: Annotated[
+        str, typer.Option("--view-weights", help="uniform, paper, paper:BACKBONE, or one weight per view (W1,...).")
+    ] = "uniform",
+    prompts: Annotated[
+        str, typer.Option("--prompts", help="template, paper, paper:BACKBONE, or a sentence with {} for the label.")
+    ] = "template",
+    up_axis: Annotated[str, typer.Option("--up-axis", help="The cloud's up axis: y (official) or z.")] = "y",
+    top_k: Annotated[int, typer.Option("--top-k", help="Labels to report per cloud.")] = 5,
+    h5_index: Annotated[int | None, typer.Option("--h5-index", help="Only this shape of each HDF5 file.")] = None,
+    save_views: Annotated[bool, typer.Option("--save-views", help="Write the projected views as a PNG grid.")] = False,
+    out: Annotated[Path, typer.Option("--out", help="Folder for --save-views pictures.")] = Path("."),
+    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling.")] = 0,
+    trust_checkpoint: TrustCheckpoint = False,
+    *,
+    common: Common,
+) -> None:
+    paths = expand_inputs(clouds, point_pipeline.INPUT_EXTENSIONS)
+    results = point_pipeline.classify(
+        paths,
+        labels=point_pipeline.parse_labels(labels),
+        projection=projection,
+        model_name=model,
+        prompts=prompts,
+        weights=view_weights,
+        options=_point_options(points, sampling, not no_normalize, up_axis, seed),
+        top_k=top_k,
+        h5_index=h5_index,
+        save_views=save_views,
+        out=out,
+        device=common.device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    if common.json:
+        print_json(results)
+    else:
+        ui.stdout.print(_point_table(results, projection))
+    raise_for_failures(results)
+
+
+def _point_table(results: list[dict], projection: str) -> Table:
+    table = Table(title=f"PointCLIP {projection.upper()}", title_justify="left")
+    for column in ("input", "prediction", "p", "next", "true label"):
+        table.add_column(column, justify="right" if column == "p" else "left")
+    for row in results:
+        if row["status"] != "ok":
+            detail = escape(row.get("error") or row.get("reason", ""))
+            table.add_row(escape(row["input"]), row["status"], "", detail, "")
+            continue
+        best, *rest = row["predictions"]
+        others = ", ".join(f"{p['label']} {p['probability']:.2f}" for p in rest)
+        truth = row.get("label", "")
+        table.add_row(escape(row["input"]), escape(best["label"]), f"{best['probability']:.3f}", escape(others),
+                      escape(truth))  # fmt: skip
+    return table
+
+
+@command(app, "point-eval")
+def point_eval(
+    sets: Annotated[list[str], typer.Argument(help="HDF5 test files (e.g. ply_data_test0.h5 ply_data_test1.h5).")],
+    labels: Annotated[
+        str, typer.Option("--labels", help="modelnet40, scanobjectnn, or a file: the names of label 0, 1, ...")
+    ] = "modelnet40",
+    projection: Annotated[str, typer.Option("--projection", help="v2 or v1.")] = "v2",
+    model: Annotated[str | None, typer.Option("--model", help="CLIP name or file (default ViT-B/16 / RN50).")] = None,
+    view_weights: Annotated[
+        str, typer.Option("--view-weights", help="uniform, paper, paper:BACKBONE, or W1,...")
+    ] = "uniform",
+    prompts: Annotated[
+        str, typer.Option("--prompts", help="template, paper, paper:BACKBONE, or a {} sentence.")
+    ] = "template",
+    points: Annotated[int, typer.Option("--points", help="Points per shape.")] = 1024,
+    sampling: Annotated[str, typer.Option("--sampling", help="first (official), fps, or random.")] = "first",
+    normalize: Annotated[bool, typer.Option("--normalize", help="Re-centre and re-scale each shape.")] = False,
+    up_axis: Annotated[str, typer.Option("--up-axis", help="y (the PointNet sets) or z.")] = "y",
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    trust_checkpoint: TrustCheckpoint = False,
+    *,
+    common: Common,
+) -> None:
+    """Zero-shot accuracy on ModelNet40/ScanObjectNN HDF5 sets (top-1, top-5, class mean), the official way.
+
+    Shapes are used as the official code uses them (first 1024 points, as
+    stored). The papers' tables use the test-tuned searched prompts and
+    weights: --prompts paper --view-weights paper (V2, ModelNet40, ViT-B/16: 64.26%).
+    """
+    paths = expand_inputs(sets, point_pipeline.H5_EXTENSIONS)
+    report = point_pipeline.evaluate(
+        paths,
+        labels=point_pipeline.parse_labels(labels),
+        projection=projection,
+        model_name=model,
+        prompts=prompts,
+        weights=view_weights,
+        options=_point_options(points, sampling, normalize, up_axis, seed),
+        device=common.device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    if common.json:
+        print_json(report)
+    else:
+        table = Table(title=f"PointCLIP {projection.upper()} on {report['shapes']} shapes", title_justify="left")
+        for column in ("", "top-1 %", "top-5 %", "class mean %"):
+            table.add_column(column, justify="right" if column else "left")
+        if report["shapes"]:
+            table.add_row("this run", *(f"{report[key]:.2f}" for key in ("top1", "top5", "class_mean")))
+        if report["paper_top1"] is not None:
+            table.add_row("paper (test-tuned prompts and weights)", f"{report['paper_top1']:.2f}", "-", "-")
+        ui.stdout.print(table)
+    raise_for_failures(report["files"])
 
 
 def main() -> None:

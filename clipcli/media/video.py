@@ -368,6 +368,23 @@ def sample_frames(
     return SampledFrames(decoded.frames[order], decoded.timestamps[order], decoded.indices[order], info)
 
 
+def read_frames(video: str | Path | VideoInfo, indices, *, backend: str = "auto") -> SampledFrames:
+    """Decode given 0-based frame indices (any order, repeats allowed), as `sample_frames` does.
+
+    For callers with their own sampling (sliding windows); pass the
+    `probe_video` result to avoid probing again.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown video backend {backend!r}; expected one of {', '.join(BACKENDS)}")
+    info = video if isinstance(video, VideoInfo) else probe_video(video)
+    requested = np.asarray(indices, dtype=np.int64).reshape(-1)
+    if not len(requested) or requested.min() < 0 or requested.max() >= info.frame_count:
+        raise ValueError(f"frame indices must be within [0, {info.frame_count}), got {requested.tolist()[:8]}")
+    wanted, order = np.unique(requested, return_inverse=True)
+    decoded = _decode(info, wanted, backend)
+    return SampledFrames(decoded.frames[order], decoded.timestamps[order], decoded.indices[order], info)
+
+
 def _decode(info: VideoInfo, wanted: np.ndarray, backend: str) -> _Decoded:
     if backend == "pyav" or (backend == "auto" and not _decord_suits(info)):
         return _read_pyav(info, wanted)

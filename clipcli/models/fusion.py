@@ -1,28 +1,13 @@
 """Temporal fusion: from per-frame CLIP features to one video embedding.
 
-`mean_pool` is CLIP4Clip's meanP (and ActionCLIP's zero-shot fusion). The
-checkpoint-backed heads, CLIP4Clip's seqLSTM/seqTransf and ActionCLIP's
-Transf/LSTM/Conv_1D, live beside this module and are re-exported here.
+The public home of the fusion API: `mean_pool` is CLIP4Clip's meanP (and
+ActionCLIP's zero-shot fusion); the checkpoint-backed heads, CLIP4Clip's
+seqLSTM/seqTransf and ActionCLIP's Transf/LSTM/Conv_1D, live in their own
+modules and are re-exported here.
 """
 
-from __future__ import annotations
+from clipcli.models.actionclip import load_actionclip
+from clipcli.models.clip4clip import load_clip4clip
+from clipcli.models.pooling import mean_pool
 
-import torch
-import torch.nn.functional as F
-
-from clipcli.errors import BadInputError
-
-
-def mean_pool(frame_features: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """`[V,F,D]`, `[V,F]` -> `[V,D]`: normalise frames, masked mean, normalise (CLIP4Clip meanP)."""
-    if frame_features.ndim != 3 or mask.shape != frame_features.shape[:2]:
-        raise BadInputError(f"expected features [V,F,D] and mask [V,F], got {list(frame_features.shape)}, "
-                            f"{list(mask.shape)}")  # fmt: skip
-    weights = mask.to(frame_features.dtype).unsqueeze(-1)
-    counts = weights.sum(dim=1)
-    empty = (counts.squeeze(-1) == 0).nonzero().flatten().tolist()
-    if empty:
-        raise BadInputError(f"video(s) {empty} have no valid frames (all masked); cannot pool them")
-    frames = F.normalize(frame_features, dim=-1)  # zero padding rows stay zero instead of NaN
-    pooled = (frames * weights).sum(dim=1) / counts
-    return pooled / pooled.norm(dim=-1, keepdim=True)
+__all__ = ["load_actionclip", "load_clip4clip", "mean_pool"]

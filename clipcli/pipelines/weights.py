@@ -6,6 +6,7 @@ from pathlib import Path
 
 from clipcli.errors import WeightsUnavailableError
 from clipcli.models import weights
+from clipcli.models.audioclip import audioclip_from_state_dict  # also registers the AudioCLIP releases
 from clipcli.models.checkpoint import load_checkpoint
 from clipcli.models.clip_loader import clip_from_state_dict
 
@@ -28,8 +29,12 @@ def verify_models(name_or_path: str | None = None) -> list[dict]:
 
 
 def _check_clip_checkpoint(path: Path, trust: bool) -> None:
-    """Refuse to import a file that would not load as a CLIP model."""
-    clip_from_state_dict(load_checkpoint(path, trust=trust), device="cpu", source=path)
+    """Refuse to import a file that would not load as a CLIP model (or as AudioCLIP, given audio.* keys)."""
+    state_dict = load_checkpoint(path, trust=trust)
+    if any(key.startswith("audio.") for key in state_dict):
+        audioclip_from_state_dict(state_dict, device="cpu", source=path)
+    else:
+        clip_from_state_dict(state_dict, device="cpu", source=path)
 
 
 def import_model(file: str | Path, name: str | None = None, trust: bool = False) -> dict:

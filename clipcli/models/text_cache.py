@@ -1,0 +1,82 @@
+"""L2-normalised CLIP text embeddings, cached per text in memory and on disk.
+
+Zero-shot VQA fills one statement per candidate answer, so a question over the
+1,000-odd object names costs a thousand text encodings; many of them recur
+across questions and runs. Each model (by weights sha256 and dtype) gets one
+cache file of texts and embeddings under `$XDG_CACHE_HOME/clipcli/text/`,
+capped at `MAX_ENTRIES` (oldest dropped first).
+"""
+
+from __future__ import annotations
+
+import os
+import weakref
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from clipcli.errors import BadInputError
+from clipcli.models.text_encoder import encode_prompts
+from clipcli.store.atomic import atomic_path
+
+MAX_ENTRIES = 50_000
+_MEMORY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def cache_file(model_id: str, model) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
+    return base / "clipcli" / "text" / f"{model_id[:32]}-{str(model.dtype).removeprefix('torch.')}.npz"
+
+
+def _read(path: Path, width: int) -> dict[str, np.ndarray]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            texts, embeddings = data["texts"], data["embeddings"]
+    except (OSError, ValueError, KeyError):
+        return {}  # no cache yet, or an unusable one: encode again
+    if embeddings.ndim != 2 or embeddings.shape != (len(texts), width) or not np.isfinite(embeddings).all():
+        return {}
+    return dict(zip(texts.tolist(), embeddings.astype(np.float32), strict=True))
+
+
+def _write(path: Path, table: dict[str, np.ndarray]) -> None:
+    items = list(table.items())[-MAX_ENTRIES:]
+    try:
+        with atomic_path(path) as tmp:
+            np.savez(tmp, texts=np.array([text for text, _ in items]), embeddings=np.stack([e for _, e in items]))
+    except OSError:
+        pass  # a read-only cache folder only costs re-encoding
+
+
+def _encode(model, texts: list[str]) -> np.ndarray:
+    try:
+        embeddings = encode_prompts(model, texts).float()
+    except RuntimeError as err:
+        if "too long" in str(err):
+            raise BadInputError(f"a statement is too long for CLIP's 77-token context ({str(err)[:120]})") from None
+        raise
+    return (embeddings / embeddings.norm(dim=-1, keepdim=True)).cpu().numpy()
+
+
+def text_embeddings(model, texts: Sequence[str], model_id: str | None = None) -> torch.Tensor:
+    """`[N, D]` normalised float32 embeddings of `texts`, in order, on the model's device.
+
+    Without `model_id` (a digest of the weights) only the in-memory cache is used.
+    """
+    memory = _MEMORY.setdefault(model, {})
+    missing = [text for text in dict.fromkeys(texts) if text not in memory]
+    if missing and model_id is not None:
+        path = cache_file(model_id, model)
+        stored = _read(path, model.text_projection.shape[1])
+        memory.update({text: stored[text] for text in missing if text in stored})
+        new = [text for text in missing if text not in memory]
+        if new:
+            memory.update(zip(new, _encode(model, new), strict=True))
+            stored.update({text: memory[text] for text in new})
+            _write(path, stored)
+    elif missing:
+        memory.update(zip(missing, _encode(model, missing), strict=True))
+    device = next(model.parameters()).device
+    return torch.from_numpy(np.stack([memory[text] for text in texts])).to(device)

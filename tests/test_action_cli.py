@@ -1,0 +1,159 @@
+"""`clipcli classify-action`: zero-shot and checkpoint runs, windows, plots, batches and errors."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+import torch
+from conftest import TINY_VIT, build_tiny_clip
+from makers.video import decoded_index, write_video
+from test_action import write_actionclip
+from typer.testing import CliRunner
+
+from clipcli.cli import app
+from clipcli.media.video import read_frames, sample_frames, sample_indices
+from clipcli.models import clip_loader, load_clip
+from clipcli.pipelines import action
+
+runner = CliRunner()
+LABELS = "juggling balls,riding a bike,playing guitar"
+
+
+def run(*args):
+    return runner.invoke(app, ["classify-action", *map(str, args)])
+
+
+@pytest.fixture
+def videos(tmp_path):
+    return [write_video(tmp_path / "a.mp4", 30, fps=10), write_video(tmp_path / "b.avi", 45, fps=15)]
+
+
+def test_zero_shot_json_matches_the_library(videos, tiny_vit_path):
+    result = run(*videos, "--model", tiny_vit_path, "--labels", LABELS, "--frames", 4, "--top-k", 2, "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [row["status"] for row in rows] == ["ok", "ok"]
+    first = rows[0]
+    assert first["frames"] == 4 and first["classes"] == 3 and first["labels"] == "list"
+    assert first["frame_indices"] == sample_indices(30, 4, "segment-centre").tolist() == [3, 10, 18, 25]
+    predictions = first["predictions"]
+    assert len(predictions) == 2 and predictions[0]["probability"] >= predictions[1]["probability"]
+
+    model, _ = load_clip(tiny_vit_path, "cpu")
+    names = LABELS.split(",")
+    frames = sample_frames(videos[0], 4, "segment-centre").frames
+    video = action.encode_frames(model, frames).mean(0, keepdim=True)  # meanP
+    expected = action.class_probabilities(video, names, model)[0]
+    best = int(expected.argmax())
+    assert predictions[0]["label"] == names[best]
+    assert predictions[0]["probability"] == pytest.approx(float(expected[best]), abs=1e-5)
+
+
+def test_table_output_lists_labels(videos, tiny_vit_path):
+    result = run(videos[0], "--model", tiny_vit_path, "--labels", LABELS, "--top-k", 3)
+    assert result.exit_code == 0, result.output
+    for label in LABELS.split(","):
+        assert label in result.stdout
+    assert "probability" in result.stdout
+
+
+def test_text_embeddings_are_cached_on_disk(videos, tiny_vit_path, isolated_home, monkeypatch):
+    assert run(videos[0], "--model", tiny_vit_path, "--labels", LABELS, "--json").exit_code == 0
+    cached = list((isolated_home / ".cache" / "clipcli").rglob("*.npy"))
+    assert len(cached) == 1
+    clip_loader.clear_cache()  # a new process: a new model object, so only the disk cache can help
+
+    def fail(*args, **kwargs):
+        raise AssertionError("text encoded again")
+
+    monkeypatch.setattr(action, "_encode_templates", fail)
+    result = run(videos[0], "--model", tiny_vit_path, "--labels", LABELS, "--json")
+    assert result.exit_code == 0, result.output
+
+
+def test_a_bad_video_in_a_batch_exits_4_and_the_rest_complete(videos, tiny_vit_path, tmp_path):
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    result = run(videos[0], broken, videos[1], "--model", tiny_vit_path, "--labels", LABELS, "--json")
+    assert result.exit_code == 4
+    rows = json.loads(result.stdout)
+    assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
+    assert rows[1]["error"].startswith(str(broken))
+
+
+def test_a_single_bad_video_exits_2_with_one_line(tiny_vit_path, tmp_path):
+    text = tmp_path / "notes.mp4"
+    text.write_text("not a video")
+    result = run(text, "--model", tiny_vit_path, "--labels", LABELS)
+    assert result.exit_code == 2
+    errors = [line for line in result.output.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and str(text) in errors[0]
+
+
+def test_checkpoint_run_and_frame_count_mismatch(videos, tmp_path):
+    clip_model = build_tiny_clip(TINY_VIT, 2)
+    transf = write_actionclip(tmp_path / "transf.pt", clip_model, "Transf")
+    result = run(videos[0], "--checkpoint", transf, "--frames", 4, "--labels", LABELS, "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["frames"] == 4 and len(row["predictions"]) == 3
+
+    model, fusion = action.load_actionclip(transf)
+    frames = sample_frames(videos[0], 4, "segment-centre").frames
+    with torch.no_grad():
+        video = fusion(action.encode_frames(model, frames)[None])
+    expected = action.class_probabilities(video, LABELS.split(","), model)[0]
+    assert row["predictions"][0]["probability"] == pytest.approx(float(expected.max()), abs=1e-5)
+
+    cls = write_actionclip(tmp_path / "cls.pt", clip_model, "Transf_cls", frames=4)
+    result = run(videos[0], "--checkpoint", cls, "--frames", 8, "--labels", LABELS)
+    assert result.exit_code == 2
+    assert "--frames 8: this Transf_cls checkpoint was trained on 4 frames" in result.output
+    result = run(videos[0], "--checkpoint", cls, "--labels", LABELS, "--json")
+    assert result.exit_code == 0 and json.loads(result.stdout)[0]["frames"] == 4
+
+
+def test_model_and_checkpoint_together_is_a_usage_error(videos, tiny_vit_path, tmp_path):
+    ckpt = write_actionclip(tmp_path / "m.pt", build_tiny_clip(TINY_VIT, 2), "meanP")
+    result = run(videos[0], "--model", tiny_vit_path, "--checkpoint", ckpt, "--labels", LABELS)
+    assert result.exit_code == 2 and "not both" in result.output
+
+
+def test_windows_give_a_timeline_and_a_plot(tmp_path, tiny_vit_path):
+    video = write_video(tmp_path / "long.mp4", 60, fps=10)  # 6 s
+    out = tmp_path / "plots"
+    result = run(video, "--model", tiny_vit_path, "--labels", LABELS, "--frames", 4,
+                 "--window", 2, "--stride", 1, "--plot", "--out", out, "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    spans = [(w["start"], w["end"]) for w in row["windows"]]
+    assert spans == [(0, 2), (1, 3), (2, 4), (3, 5), (4, 6)]
+    assert all(len(w["predictions"]) == 3 for w in row["windows"])
+    assert all(sum(p["probability"] for p in w["predictions"]) == pytest.approx(1, abs=1e-4) for w in row["windows"])
+    picture = cv2.imread(row["plot"])
+    assert picture is not None and picture.shape[0] > 100
+    assert sorted(p.name for p in out.iterdir()) == ["long_actions.png"]  # no temp files left
+
+
+def test_plot_without_window_is_a_usage_error(videos, tiny_vit_path):
+    result = run(videos[0], "--model", tiny_vit_path, "--labels", LABELS, "--plot")
+    assert result.exit_code == 2 and "--window" in result.output
+
+
+def test_help_documents_the_deviations():
+    result = run("--help")
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for phrase in ("segment-centre", "16 prompt templates", "Apply Eye Makeup", "--window"):
+        assert phrase in text
+
+
+def test_read_frames_decodes_the_window_indices_in_order(tmp_path):
+    video = write_video(tmp_path / "idx.mp4", 40, fps=10)
+    sampled = read_frames(video, [17, 2, 17, 39])
+    assert [decoded_index(frame) for frame in sampled.frames] == [17, 2, 17, 39]
+    assert sampled.indices.tolist() == [17, 2, 17, 39]
+    with pytest.raises(ValueError, match="within"):
+        read_frames(video, [40])
