@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -544,7 +545,7 @@ def _to_rgb(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
     return frame.to_ndarray(format="rgb24", width=width, height=height)
 
 
-class _FrameSource:
+class _FrameSource(ABC):
     """Shared bookkeeping: the last frame that decoded, which stands in for a truncated tail."""
 
     def __init__(self, container: av.container.InputContainer, stream: av.video.stream.VideoStream):
@@ -553,9 +554,9 @@ class _FrameSource:
         self.last_index = -1
         self.last_time = 0.0
 
+    @abstractmethod
     def decode(self, distinct: np.ndarray) -> tuple[list, list]:
         """Frames and seconds-from-start for the sorted distinct indices; shorter if the stream ends first."""
-        raise NotImplementedError
 
     def _frames_from(self, offset: int | None):
         """Decoded frames, after seeking back to `offset` (stream time base) if given; an error ends them."""
