@@ -12,6 +12,8 @@ columns from its y axis.
 
 from __future__ import annotations
 
+import functools
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +75,8 @@ V2_BIAS_ANGLES = ((0.0, PI / 9, 0.0),) * 8 + ((0.0, PI / 15, 0.0),) * 2
 # Azimuths about the up (y) axis; the small bias rotation is left out of the names.
 V2_VIEW_NAMES = ("az 45", "az 135", "az 225", "az 315", "az 0", "az 90", "az 180", "az 270", "top", "bottom")
 V2_NUM_VIEWS = len(V2_ANGLES)
-V2_CHUNK_CPU, V2_CHUNK_CUDA = 2, 128  # clouds per pass
+V2_CHUNK_CPU, V2_CHUNK_CUDA = 4, 128  # clouds per image pass
+V2_VOXEL_POINTS = 1 << 16  # points per voxelisation pass (whole chunks of clouds)
 
 
 def rotation_matrices(angles) -> torch.Tensor:
@@ -162,34 +165,69 @@ def project_v2(points: torch.Tensor) -> torch.Tensor:
     black. Invariant to translating and scaling the cloud.
     """
     points = _check_points(points)
-    if len(points) == 0:
+    batch, count, _ = points.shape
+    if batch == 0:
         return points.new_zeros(0, V2_NUM_VIEWS, V2_IMAGE, V2_IMAGE)
-    maps = torch.empty(len(points), V2_NUM_VIEWS, V2_IMAGE, V2_IMAGE, device=points.device)
+    maps = torch.empty(batch, V2_NUM_VIEWS, V2_IMAGE, V2_IMAGE, device=points.device)
     bias = rotation_matrices(V2_BIAS_ANGLES).transpose(1, 2).to(points.device)
-    # A few clouds at a time keep the CPU working set in cache; a GPU wants large batches.
+    # A few clouds at a time keep the CPU working set of the image pass in cache; a GPU wants large batches.
+    # Voxelising is cheap per point but many small steps, so it runs on several chunks at once.
     chunk = V2_CHUNK_CUDA if points.device.type == "cuda" else V2_CHUNK_CPU
-    for part, out in zip(points.split(chunk), maps.split(chunk), strict=True):
-        view_points = torch.matmul(_rotate(part, V2_ANGLES), bias[None])
-        _v2_image(*_v2_voxels(view_points.flatten(0, 1)), out=out.flatten(0, 1))
+    voxel_chunk = chunk * max(1, V2_VOXEL_POINTS // (count * chunk))
+    per_image = chunk * V2_NUM_VIEWS
+    scratch: list[torch.Tensor] = []
+    for part, out in zip(points.split(voxel_chunk), maps.split(voxel_chunk), strict=True):
+        view_points = torch.matmul(_rotate(part, V2_ANGLES), bias[None]).flatten(0, 1)
+        coords, extremes = _v2_normalised(view_points)
+        voxels = _v2_cells(coords)
+        bounds = _v2_bounds(*_v2_cells(extremes))
+        for first in range(0, len(view_points), per_image):
+            views = slice(first, first + per_image)
+            _v2_image(*(v[views] for v in voxels), out=out.flatten(0, 1)[views], bounds=bounds[views], scratch=scratch)
     return maps
 
 
 def _v2_voxels(points: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Official `points2grid` coordinates for `[P,N,3]` view points: row, col, value, depth slice (all `[P,N]`)."""
-    high, low = points.max(dim=1)[0], points.min(dim=1)[0]
-    centre = ((high + low) / 2)[:, None, :]
-    extent = (high - low).max(dim=-1)[0][:, None, None]
+    return _v2_cells(_v2_normalised(points)[0])
+
+
+def _v2_normalised(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`[P,N,3]` view points -> centred on their bounding box, longest side spanning [-1, 1], as `[P,3,N]`.
+
+    Also each view's lowest and highest x, y, z, `[P,3,2]`, normalised the
+    same way. Coordinates are made contiguous first: steps along a last axis
+    of 3 are slow. (p - c) / r * 2 is computed as (p - c) / (r / 2): halving
+    and doubling are exact, so the two agree to the bit.
+    """
+    coords = points.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # normalised in place below
+    high, low = coords.max(dim=2)[0], coords.min(dim=2)[0]
+    extent = (high - low).max(dim=1)[0][:, None, None]
     if not bool((extent > 0).all()):
         raise BadInputError("a cloud has no extent: all of its points coincide")
-    points = (points - centre) / extent * 2.0
-    x = points[..., 0] * V2_OBJECT_RATIO
-    y = points[..., 1] * V2_OBJECT_RATIO
+    centre = ((high + low) / 2)[:, :, None]
+    extremes = torch.stack([low, high], dim=2).sub_(centre).div_(extent / 2)
+    return coords.sub_(centre).div_(extent / 2), extremes
+
+
+def _v2_cells(coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Normalised `[P,3,K]` coordinates -> official grid row, col, value and depth slice, all `[P,K]`.
+
+    The official float32 steps, merged only where that is exact: (x + 1) / 2 * 112
+    is (x + 1) * 56. Every step is monotone, so a view's extreme points give
+    its extreme rows, columns and slices.
+    """
     resolution, depth = V2_RESOLUTION, V2_DEPTH
-    row = torch.clip(((x + 1) / 2 * resolution).ceil(), 1, resolution - 2).long()
-    col = torch.clip(((y + 1) / 2 * resolution).ceil(), 1, resolution - 2).long()
-    z = ((points[..., 2] + 1) / 2 + V2_DEPTH_BIAS) / (1 + V2_DEPTH_BIAS) * (depth - 2)
-    slice_index = z.ceil().long()
-    return row, col, torch.clip(z, 1, depth - 2), slice_index
+    cells = (coords[:, :2] * V2_OBJECT_RATIO).add_(1).mul_(resolution / 2).ceil_().clamp_(1, resolution - 2).long()
+    z = (coords[:, 2] + 1).div_(2).add_(V2_DEPTH_BIAS).div_(1 + V2_DEPTH_BIAS).mul_(depth - 2)
+    value = z.clamp(1, depth - 2)
+    return cells[:, 0], cells[:, 1], value, z.ceil_().long()
+
+
+def _v2_bounds(row: torch.Tensor, col: torch.Tensor, _value: torch.Tensor, slice_index: torch.Tensor) -> list:
+    """Each view's first and last row, column and depth slice, `[P][6]`, from `[P,K]` voxel coordinates."""
+    parts = [part for index in (row, col, slice_index) for part in (index.amin(dim=1), index.amax(dim=1))]
+    return torch.stack(parts, dim=1).tolist()
 
 
 def _v2_image(
@@ -198,72 +236,115 @@ def _v2_image(
     value: torch.Tensor,
     slice_index: torch.Tensor,
     out: torch.Tensor | None = None,
+    bounds: list | None = None,
+    scratch: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Grid -> 7x7 max-pool -> 3x3 Gaussian -> max over slices -> invert, where it can be non-zero.
 
     Equal to the official dense computation, but cheaper: empty depth slices
-    only add zeros to a max over non-negative values, so only occupied
-    (view, slice) planes are processed, over the rows and columns that a voxel
-    can reach (the rest of the image is background, exactly 1). The pooling
-    and the smoothing run as shifted 1-D passes over one flat buffer. Writes
-    the `[views,110,110]` images into `out` when given.
+    only add zeros to a max over non-negative values, so only each view's
+    range of depth slices is processed, over the rows and columns that a voxel
+    can reach (the rest of the image is background, exactly 1). The planes are
+    the channels of one channels-last frame: the pooling runs as shifted 1-D
+    maxima over the flat frame, the smoothing as one depthwise convolution.
+    Writes the `[views,110,110]` images into `out` when given. `bounds` are
+    the views' `_v2_bounds`, and `scratch` keeps flat buffers across calls.
     """
     views, device = row.shape[0], row.device
     image = torch.empty(views, V2_IMAGE, V2_IMAGE, device=device) if out is None else out
     image.fill_(1.0)
-    plane, view_of_plane = _occupied_planes(slice_index)
-    top, bottom, left, right = int(row.min()), int(row.max()), int(col.min()), int(col.max())
-    # A margin of 8 zero cells: 6 for the 7-wide window, 1 for the smoothing's zero padding, 1 for its reach.
-    margin = 8
-    height, width = bottom - top + 1 + 2 * margin, right - left + 1 + 2 * margin
-    planes, size = len(view_of_plane), len(view_of_plane) * height * width
-    grid = torch.zeros(size + 8 * width + 8, device=device)  # the tail is what the shifted passes use up
-    cell = plane * (height * width) + (row - top + margin) * width + (col - left + margin)
-    grid.scatter_reduce_(0, cell.flatten(), value.flatten(), "amax", include_self=True)
-    pooled = _window_max(_window_max(grid, 1), width)
-    # pooled[p, r, c] is the official pool output at image row first_row + r, column first_col + c.
-    first_row, first_col = top - margin + V2_POOL_PADDING, left - margin + V2_POOL_PADDING
-    _zero_outside_image(pooled[:size].view(planes, height, width), first_row, first_col)
-    smooth = _smooth(pooled, width)[:size].view(planes, height, width)
-    first_row, first_col = first_row + 1, first_col + 1  # smooth[p, r, c] is centred one cell further on
-    # Smoothed values reach 5 cells before the first voxel and 3 past the last: r < height - margin.
-    rows = slice(max(0, -first_row), min(height - margin, V2_IMAGE - first_row))
-    cols = slice(max(0, -first_col), min(width - margin, V2_IMAGE - first_col))
-    squeezed = _max_per_view(smooth[:, rows, cols], view_of_plane, views)
-    peak = squeezed.flatten(1).max(dim=1)[0][:, None, None]
-    image_rows = slice(first_row + rows.start, first_row + rows.stop)
-    image_cols = slice(first_col + cols.start, first_col + cols.stop)
-    image[:, image_rows, image_cols] = 1 - squeezed / peak
+    bounds = _v2_bounds(row, col, value, slice_index) if bounds is None else bounds
+    plane_of_slice, rank, per_slot = _v2_planes(bounds)
+    planes = sum(per_slot)
+    top, bottom = min(b[0] for b in bounds), max(b[1] for b in bounds)
+    left, right = min(b[2] for b in bounds), max(b[3] for b in bounds)
+    # Frame cell (i, j) is grid cell (top - 6 + i, left - 6 + j): 6 empty rows above and below the voxels and 6
+    # empty columns before them, what the forward shifts of the 7-wide window read. Past a row's last column
+    # they read on into the next row's empty columns, and 6 spare cells end the last row.
+    height, width = bottom - top + 13, right - left + 7
+    grid, ping, pong = _scratch(scratch, (height * width + 6) * planes, device)
+    plane = torch.tensor(plane_of_slice, device=device).view(views, V2_DEPTH).gather(1, slice_index)
+    cell = (row - (top - 6)).mul_(width).add_(col).add_(6 - left).mul_(planes).add_(plane).flatten()
+    grid.scatter_reduce_(0, cell, value.flatten(), "amax", include_self=True)
+    # Along rows, only the voxel rows can be non-zero: pool those and clear the 6 rows above and below.
+    frame_row = width * planes
+    _window_max(grid[6 * frame_row : (height - 6) * frame_row + 6 * planes], planes, ping[6 * frame_row :])
+    ping[: 6 * frame_row].zero_()
+    ping[(height - 6) * frame_row :].zero_()
+    if len(cell) > len(grid) // 8:  # all zero again for the next call
+        grid.zero_()
+    else:
+        grid.index_fill_(0, cell, 0)
+    pooled = _window_max(ping[: height * frame_row], frame_row, pong).view(height - 6, width, planes)
+    # pooled[i, j] is the official pool output at image row top - 4 + i, column left - 4 + j.
+    _zero_outside_image(pooled, top - 4, left - 4)
+    kernel = _gaussian_kernel(device).expand(planes, 1, 3, 3).contiguous()
+    smooth = F.conv2d(pooled[None].permute(0, 3, 1, 2), kernel, padding=2, groups=planes)
+    # smooth[i, j] is centred on pooled[i - 1, j - 1], image row top - 5 + i: the reach of the smoothed maps.
+    rows = slice(max(0, 5 - top), min(height - 4, V2_IMAGE + 5 - top))
+    cols = slice(max(0, 5 - left), min(width + 2, V2_IMAGE + 5 - left))
+    squeezed = _max_per_view(smooth[0].permute(1, 2, 0)[rows, cols], per_slot)
+    maps = squeezed.permute(2, 0, 1)[torch.tensor(rank, device=device)]  # back in view order
+    region = image[:, top - 5 + rows.start : top - 5 + rows.stop, left - 5 + cols.start : left - 5 + cols.stop]
+    region.addcdiv_(maps, maps.amax(dim=(1, 2), keepdim=True), value=-1)  # 1 - map / max
     return image
 
 
-def _occupied_planes(slice_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Number the occupied (view, depth slice) pairs in order: each point's plane `[V,N]`, each plane's view."""
-    views = slice_index.shape[0]
-    key = torch.arange(views, device=slice_index.device)[:, None] * V2_DEPTH + slice_index
-    occupied = torch.zeros(views * V2_DEPTH, dtype=torch.bool, device=slice_index.device)
-    occupied[key.flatten()] = True
-    plane_of_key = occupied.cumsum(0) - 1
-    return plane_of_key[key], occupied.nonzero().squeeze(1) // V2_DEPTH
+def _v2_planes(bounds: list) -> tuple[list[int], list[int], list[int]]:
+    """Number the (view, depth slice) planes: the plane of each view's slices `[V*8]`, each view's rank, views per slot.
 
-
-def _window_max(x: torch.Tensor, step: int) -> torch.Tensor:
-    """Flat `x` -> max of x[i], x[i + step], ..., x[i + 6 step], by doubling (1 -> 2 -> 4 -> 7 cells).
-
-    With step 1 that is 7 cells along a row, with step = row width 7 rows; the
-    result is 6 steps shorter.
+    Slot k holds slice first + k of every view with more than k slices.
+    Views are ranked by their number of slices, most first, so that slot k's
+    views are the first per_slot[k] in rank order, and planes are numbered
+    slot by slot: plane first_plane[k] + rank.
     """
-    pairs = torch.maximum(x[:-step], x[step:])
-    fours = torch.maximum(pairs[: -2 * step], pairs[2 * step :])
-    return torch.maximum(fours[: -3 * step], fours[3 * step :])
+    counts = [last - first + 1 for *_, first, last in bounds]
+    order = sorted(range(len(bounds)), key=counts.__getitem__, reverse=True)
+    per_slot = [sum(count > slot for count in counts) for slot in range(max(counts))]
+    first_plane = list(itertools.accumulate(per_slot, initial=0))
+    plane_of_slice, rank = [0] * (len(bounds) * V2_DEPTH), [0] * len(bounds)
+    for position, view in enumerate(order):
+        rank[view] = position
+        first = view * V2_DEPTH + bounds[view][4]
+        for slot in range(counts[view]):
+            plane_of_slice[first + slot] = first_plane[slot] + position
+    return plane_of_slice, rank, per_slot
+
+
+def _scratch(scratch: list[torch.Tensor] | None, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A zero grid and two flat buffers of `size` cells, kept from chunk to chunk: fresh big tensors page-fault."""
+    if scratch is None:
+        scratch = []
+    if not scratch or scratch[0].numel() < size:
+        scratch[:] = [
+            torch.zeros(size, device=device),
+            torch.empty(size, device=device),
+            torch.empty(size, device=device),
+        ]
+    return tuple(buffer[:size] for buffer in scratch)
+
+
+def _window_max(x: torch.Tensor, step: int, out: torch.Tensor) -> torch.Tensor:
+    """Flat `x` -> max of x[i], x[i + step], ..., x[i + 6 step] (7 cells, one reduction), into `out`.
+
+    With step = one column that is 7 columns along a row, with step = one row
+    7 rows; the result is 6 steps shorter.
+    """
+    size = len(x) - (V2_POOL - 1) * step
+    windows = x.as_strided((size, V2_POOL), (1, step))
+    return torch.amax(windows, dim=1, out=out[:size])
 
 
 def _zero_outside_image(pooled: torch.Tensor, first_row: int, first_col: int) -> None:
-    """The official convolution pads the 110x110 pooled image with zeros: clear pooled cells beyond its edges."""
-    pooled[:, : max(0, -first_row)] = 0
-    pooled[:, max(0, V2_IMAGE - first_row) :] = 0
-    pooled[:, :, : max(0, -first_col)] = 0
-    pooled[:, :, max(0, V2_IMAGE - first_col) :] = 0
+    """The official convolution pads the 110x110 pooled image with zeros: clear the frame's cells just outside.
+
+    `pooled[i, j]` is image cell (first_row + i, first_col + j).
+    """
+    for edge in (-1, V2_IMAGE):
+        if 0 <= edge - first_row < pooled.shape[0]:
+            pooled[edge - first_row] = 0
+        if 0 <= edge - first_col < pooled.shape[1]:
+            pooled[:, edge - first_col] = 0
 
 
 def _gaussian_taps() -> torch.Tensor:
@@ -273,27 +354,25 @@ def _gaussian_taps() -> torch.Tensor:
     return torch.from_numpy(taps / taps.sum())
 
 
-def _smooth(x: torch.Tensor, width: int) -> torch.Tensor:
-    """The 3x3 Gaussian as two 3-tap passes over flat `x` (along rows, then columns).
-
-    Entry i is the smoothed value centred on x[i + width + 1]; the result is
-    2 (width + 1) shorter.
-    """
-    side, centre, _ = (float(t) for t in _gaussian_taps())
-    for step in (1, width):
-        x = (x[: -2 * step] + x[2 * step :]).mul_(side).add_(x[step:-step], alpha=centre)
-    return x
+@functools.lru_cache(maxsize=4)
+def _gaussian_kernel(device: torch.device) -> torch.Tensor:
+    """The official normalised 3x3 Gaussian, `[3,3]` float32."""
+    taps = _gaussian_taps()
+    return torch.outer(taps, taps).to(device)
 
 
-def _max_per_view(planes: torch.Tensor, view_of_plane: torch.Tensor, views: int) -> torch.Tensor:
-    """Max over each view's planes (planes are sorted by view): `[P,h,w]` -> `[views,h,w]`."""
-    counts = torch.bincount(view_of_plane, minlength=views)
-    slots = int(counts.max())
-    first_plane = counts.cumsum(0) - counts
-    slot = torch.arange(len(view_of_plane), device=planes.device) - first_plane[view_of_plane]
-    stacked = planes.new_zeros(views * slots, *planes.shape[1:])
-    stacked.index_copy_(0, view_of_plane * slots + slot, planes)
-    return stacked.view(views, slots, *planes.shape[1:]).amax(dim=1)
+def _max_per_view(planes: torch.Tensor, per_slot: list[int]) -> torch.Tensor:
+    """Max over each view's planes: `[h,w,planes]` numbered as `_v2_planes` does -> `[h,w,views]` in view order."""
+    views = per_slot[0]
+    if len(per_slot) > 1 and per_slot[1] == views:  # the first two slots hold every view: no copy needed
+        squeezed, done = torch.maximum(planes[..., :views], planes[..., views : 2 * views]), 2
+    else:
+        squeezed, done = planes[..., :views].clone(), 1
+    first = done * views
+    for count in per_slot[done:]:
+        torch.maximum(squeezed[..., :count], planes[..., first : first + count], out=squeezed[..., :count])
+        first += count
+    return squeezed
 
 
 # ---------------------------------------------------------------- what CLIP sees
