@@ -583,6 +583,14 @@ scales them by 100; the order is the same). Frames are resized with torch's
 antialiased bicubic, about one grey level from PIL's.
 """
 
+ANN_HELP = (
+    "auto, on or off: approximate search (needs pip install clipcli\\[faiss]); auto uses it above 100k videos in an "
+    "index, on always, off never. A faiss IVF index, built once per change of the index and saved beside it, its "
+    "lists scanned calibrated to find 95% of the exact top 10; hits are re-scored exactly. Measured recall@10 vs "
+    "exact on random 512-d unit vectors (the worst case): 0.93 at 100k, 0.95 at 1M (0.99 on clustered ones); "
+    "per query on 2 CPU cores 11 ms vs 64 ms exact at 100k, 106 ms vs 260 ms at 1M (1 ms if clustered)."
+)
+
 
 @command(app, "retrieve", help=RETRIEVE_HELP)
 def retrieve(
@@ -605,6 +613,7 @@ def retrieve(
     paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="One path per line, for pipes.")] = False,
     sampling: Annotated[str, typer.Option("--sampling", help="uniform or fps (CLIP4Clip's loader).")] = "uniform",
     fast: Annotated[bool, typer.Option("--fast", help="Keyframes near uniform times (approximate).")] = False,
+    ann: Annotated[str, typer.Option("--ann", help=ANN_HELP)] = "auto",
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -632,6 +641,7 @@ def retrieve(
         segments=segments,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        ann_mode=ann,
     )
     for summary in result.summaries:
         ui.notice(retrieve_pipeline.summary_line(summary))

@@ -43,6 +43,8 @@ from clipcli.models.clip4clip import MeanPHead, load_clip4clip
 from clipcli.models.device import resolve_device
 from clipcli.models.frames import preprocess_frames
 from clipcli.models.weights import file_sha256, resolve_weights
+from clipcli.store import ann
+from clipcli.store.ann import AnnIndex
 from clipcli.store.index import Failure, Matrix, VideoIndex, VideoRecord
 
 MAX_WORDS = 32  # CLIP4Clip's --max_words for MSR-VTT, MSVD and LSMDC
@@ -485,14 +487,53 @@ def rank_videos(query: torch.Tensor, matrix: np.ndarray, top_k: int, device: tor
     return candidates[best.indices].tolist(), best.values.tolist()
 
 
+def rank_videos_ann(query: torch.Tensor, part: Matrix, approximate: AnnIndex, top_k: int) -> tuple[list, list] | None:
+    """Top-k by the approximate index, re-scored exactly: (row indices of `part`, fp32 cosines), best first.
+
+    `part` is (a selection of) the snapshot `approximate` indexes. None when
+    the lists it scanned held fewer than `top_k` of the part's videos.
+    """
+    top_k = min(top_k, len(part))
+    query = query.detach().cpu().float()
+    rows = approximate.search(query.numpy(), top_k, part.rows)
+    if len(rows) < top_k:
+        return None
+    positions = rows if part.rows is None else np.searchsorted(part.rows, rows)
+    scores = torch.from_numpy(part.embeddings[positions]).float() @ query
+    best = torch.topk(scores, top_k)
+    return positions[best.indices.numpy()].tolist(), best.values.tolist()
+
+
+def check_ann(mode: str) -> None:
+    """A valid `--ann`, and faiss for `--ann on`."""
+    if mode not in ann.MODES:
+        raise BadInputError(f"--ann {mode!r}: expected one of {', '.join(ann.MODES)}")
+    if mode == "on":
+        ann.require_faiss()
+
+
+def use_ann(mode: str, videos: int, threshold: int = ann.DEFAULT_THRESHOLD) -> bool:
+    """Whether to search `videos` videos approximately: `--ann on`, or `auto` above the threshold with faiss."""
+    check_ann(mode)
+    return mode == "on" or (mode == "auto" and videos > threshold and ann.available())
+
+
 def search(
     groups: Sequence[tuple[VideoIndex, Sequence[Path]]],
     retriever: Retriever,
     query: torch.Tensor,
     top_k: int = 10,
     segments: bool = False,
+    *,
+    ann_mode: str = "auto",
+    ann_threshold: int = ann.DEFAULT_THRESHOLD,
 ) -> list[Hit]:
-    """The top-k videos under the groups' roots for a normalised query embedding `[D]`."""
+    """The top-k videos under the groups' roots for a normalised query embedding `[D]`.
+
+    Exact, unless `use_ann(ann_mode, videos, ann_threshold)` says so for an
+    index's videos: then its approximate index picks the candidates, and their
+    scores are exact all the same.
+    """
     owners, parts, seen = [], [], set()
     for index, roots in groups:
         found = index.matrix(roots)
@@ -500,25 +541,28 @@ def search(
             fresh = [row for row, key in enumerate(found.keys) if key not in seen]
             seen.update(found.keys)
             if len(fresh) < len(found):
-                found = Matrix([found.keys[row] for row in fresh], found.embeddings[fresh])
+                found = found.take(fresh)
         if len(found):
             owners.append(index)
             parts.append(found)
-    if not parts:
-        return []
-    embeddings = np.concatenate([part.embeddings for part in parts]) if len(parts) > 1 else parts[0].embeddings
-    if embeddings.shape[1] != query.shape[-1]:
-        raise BadInputError(
-            f"the index holds {embeddings.shape[1]}-d embeddings but the model makes {query.shape[-1]}-d ones; "
-            "rerun with --reindex"
-        )
-    starts = np.cumsum([0] + [len(part) for part in parts])
+    ranked = []  # (score, part, row)
+    for number, (index, part) in enumerate(zip(owners, parts, strict=True)):
+        if part.embeddings.shape[1] != query.shape[-1]:
+            raise BadInputError(
+                f"the index holds {part.embeddings.shape[1]}-d embeddings but the model makes {query.shape[-1]}-d "
+                "ones; rerun with --reindex"
+            )
+        found = None
+        if use_ann(ann_mode, len(part), ann_threshold):
+            found = rank_videos_ann(query, part, index.ann(on_build=ui.notice), top_k)
+        if found is None:
+            found = rank_videos(query, part.embeddings, top_k, retriever.device)
+        ranked += [(score, number, row) for row, score in zip(*found, strict=True)]
+    ranked.sort(key=lambda item: -item[0])
     hits = []
-    positions, scores = rank_videos(query, embeddings, top_k, retriever.device)
-    for rank, (position, score) in enumerate(zip(positions, scores, strict=True), start=1):
-        part = int(np.searchsorted(starts, position, side="right")) - 1
-        path = parts[part].path(position - starts[part])
-        stored = owners[part].frames(path)
+    for rank, (score, number, row) in enumerate(ranked[:top_k], start=1):
+        path = parts[number].path(row)
+        stored = owners[number].frames(path)
         hit = Hit(rank, float(score), path, stored.duration)
         if segments:
             hit.segment = best_segment(
@@ -604,9 +648,11 @@ def run(
     segments: bool = False,
     device: str = "auto",
     trust_checkpoint: bool = False,
+    ann_mode: str = "auto",
 ) -> RetrieveResult:
     """Update the indexes of `items` (folders or videos) and return the top-k videos for the query."""
     check_options(top_k, frames, sampling)
+    check_ann(ann_mode)
     if (query is None) == (image is None):
         raise BadInputError("give a text QUERY or --image QUERY.jpg (one of them)")
     if query is not None and not query.strip():
@@ -619,7 +665,7 @@ def run(
         retriever, index_groups(roots, index_dir), frames=frames, sampling=sampling, update=update, reindex=reindex
     )
     try:
-        hits = search(opened, retriever, embedding, top_k, segments)
+        hits = search(opened, retriever, embedding, top_k, segments, ann_mode=ann_mode)
     finally:
         for index, _ in opened:
             index.close()

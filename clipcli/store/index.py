@@ -6,7 +6,9 @@ failed (and why), its duration, its pooled video embedding (the head's,
 L2-normalised, fp16), and per frame the L2-normalised CLIP embedding (fp16),
 that embedding's norm (fp32, so heads that need raw features get them back)
 and the frame's timestamp. A `meta` table records which model and sampling
-made the embeddings; a different one empties the index.
+made the embeddings; a different one empties the index. Beside it, with faiss
+installed, `ann-GEN.faiss` is an approximate search index of the embeddings
+(`clipcli.store.ann`).
 
 Consistency: SQLite transactions (WAL journal) make each committed batch
 durable and a crash or Ctrl-C lose at most the batch in flight, so a rerun
@@ -30,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from clipcli.errors import BadInputError
+from clipcli.store.ann import AnnIndex, load_or_build
 from clipcli.store.atomic import atomic_path
 
 SCHEMA_VERSION = 1
@@ -109,9 +112,19 @@ class Matrix:
 
     keys: list[bytes]
     embeddings: np.ndarray  # [N, D] fp16, unit rows
+    rows: np.ndarray | None = None  # each row's number in the index's snapshot; None: it is the snapshot
 
     def __len__(self) -> int:
         return len(self.keys)
+
+    def snapshot_rows(self) -> np.ndarray:
+        return np.arange(len(self.keys)) if self.rows is None else self.rows
+
+    def take(self, positions: np.ndarray) -> Matrix:
+        """The rows at these (ascending) positions."""
+        positions = np.asarray(positions, np.int64)
+        keys = [self.keys[row] for row in positions]
+        return Matrix(keys, self.embeddings[positions], self.snapshot_rows()[positions])
 
     def path(self, row: int) -> Path:
         return _path(self.keys[row])
@@ -137,9 +150,10 @@ class Matrix:
                 merged.append([start, stop])
         if len(merged) == 1:  # the usual case: views, no copies
             start, stop = merged[0]
-            return self if (start, stop) == (0, len(keys)) else Matrix(keys[start:stop], self.embeddings[start:stop])
-        rows = np.concatenate([np.arange(start, stop) for start, stop in merged]) if merged else np.zeros(0, int)
-        return Matrix([keys[row] for row in rows], self.embeddings[rows])
+            if (start, stop) == (0, len(keys)):
+                return self
+            return Matrix(keys[start:stop], self.embeddings[start:stop], self.snapshot_rows()[start:stop])
+        return self.take(np.concatenate([np.arange(start, stop) for start, stop in merged]) if merged else [])
 
 
 def _key(path: Path) -> bytes:
@@ -178,6 +192,8 @@ class VideoIndex:
             raise BadInputError(f"cannot open the index database ({err})", self.db_path) from None
         self._matrix: Matrix | None = None
         self._matrix_generation = -1
+        self._ann: AnnIndex | None = None
+        self._ann_generation = -1
         self._check_schema()
 
     def close(self) -> None:
@@ -304,6 +320,20 @@ class VideoIndex:
 
     def _generation(self) -> int:
         return int(self._meta("generation") or 0)
+
+    def ann(self, on_build: Callable[[str], None] | None = None) -> AnnIndex:
+        """The approximate (faiss) index of the snapshot the last `matrix()` served; needs faiss.
+
+        Read from `ann-GEN.faiss` beside the database, else built (`on_build`
+        is told) and saved there: see `clipcli.store.ann`.
+        """
+        snapshot = self._matrix if self._matrix is not None else self._snapshot()
+        if self._ann is None or self._ann_generation != self._matrix_generation:
+            self._ann = load_or_build(
+                self.folder, self._matrix_generation, snapshot.keys, snapshot.embeddings, self.identity, on_build
+            )
+            self._ann_generation = self._matrix_generation
+        return self._ann
 
     def frames(self, path: Path) -> Frames:
         """A stored video's frames (KeyError if it is not indexed)."""
