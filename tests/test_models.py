@@ -215,3 +215,12 @@ def test_device_policy(capsys):
         count = torch.cuda.device_count()
         with pytest.raises(BadInputError, match="CUDA device"):
             resolve_device(f"cuda:{count}")
+
+
+def test_over_long_prompt_is_bad_input_naming_it(tiny_vit_path):
+    from clipcli.models.prompts import text_classifier
+
+    model, _ = load_clip(tiny_vit_path, device="cpu")
+    long_label = "a very long action name " * 20
+    with pytest.raises(BadInputError, match="prompt too long for CLIP's 77-token context: 'a very long action"):
+        text_classifier(model, [["short"], [long_label]])

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import weakref
 
-import clip
 import torch
+
+from clipcli.models.text_encoder import encode_prompts
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -21,9 +22,8 @@ def text_classifier(model, class_prompts: list[list[str]]) -> torch.Tensor:
     per_model = _CACHE.setdefault(model, {})
     key = tuple(tuple(prompts) for prompts in class_prompts)
     if key not in per_model:
-        device = next(model.parameters()).device
         flat = [prompt for prompts in class_prompts for prompt in prompts]
-        embeddings = model.encode_text(clip.tokenize(flat).to(device))
+        embeddings = encode_prompts(model, flat)
         embeddings = embeddings / embeddings.norm(dim=-1, keepdim=True)
         groups = embeddings.split([len(prompts) for prompts in class_prompts])
         columns = [group.mean(dim=0) for group in groups]

@@ -17,7 +17,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipcli.errors import BadInputError
 from clipcli.models.text_encoder import encode_prompts
 from clipcli.store.atomic import atomic_path
 
@@ -51,12 +50,7 @@ def _write(path: Path, table: dict[str, np.ndarray]) -> None:
 
 
 def _encode(model, texts: list[str]) -> np.ndarray:
-    try:
-        embeddings = encode_prompts(model, texts).float()
-    except RuntimeError as err:
-        if "too long" in str(err):
-            raise BadInputError(f"a statement is too long for CLIP's 77-token context ({str(err)[:120]})") from None
-        raise
+    embeddings = encode_prompts(model, texts).float()
     return (embeddings / embeddings.norm(dim=-1, keepdim=True)).cpu().numpy()
 
 

@@ -14,6 +14,8 @@ from __future__ import annotations
 import clip
 import torch
 
+from clipcli.errors import BadInputError
+
 
 def causal_mask(length: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """CLIP's additive attention mask: -inf above the diagonal."""
@@ -40,11 +42,21 @@ def encode_tokens(model, tokens: torch.Tensor) -> torch.Tensor:
     return x[torch.arange(x.shape[0], device=x.device), tokens.argmax(dim=-1)] @ model.text_projection
 
 
+def tokenize(prompts: list[str]) -> torch.Tensor:
+    """`clip.tokenize`, with an over-long prompt reported as bad input naming it."""
+    try:
+        return clip.tokenize(prompts)
+    except RuntimeError as err:
+        long = next((p for p in prompts if len(clip.tokenize([p], truncate=True)[0].nonzero()) >= 77), None)
+        prompt = f": {long[:80]!r}" if long else ""
+        raise BadInputError(f"prompt too long for CLIP's 77-token context{prompt}") from err
+
+
 @torch.no_grad()
 def encode_prompts(model, prompts: list[str], batch_size: int = 256) -> torch.Tensor:
     """`[N, D]` un-normalised embeddings of `prompts`, in order, batched by token length."""
     device = next(model.parameters()).device
-    tokens = clip.tokenize(prompts)
+    tokens = tokenize(prompts)
     lengths = tokens.argmax(dim=-1)
     order = torch.argsort(lengths, stable=True)
     chunks = [encode_tokens(model, tokens[batch].to(device)) for batch in order.split(batch_size)]

@@ -147,13 +147,7 @@ def text_cache_dir() -> Path:
 
 
 def _encode_templates(model, class_names: Sequence[str]) -> torch.Tensor:
-    prompts = template_prompts(class_names)
-    try:
-        embeddings = encode_prompts(model, prompts).float()
-    except RuntimeError as err:
-        if "too long" in str(err):
-            raise BadInputError(f"a label is too long for CLIP's 77-token context ({str(err)[:120]})") from None
-        raise
+    embeddings = encode_prompts(model, template_prompts(class_names)).float()
     return embeddings / embeddings.norm(dim=-1, keepdim=True)
 
 
