@@ -317,6 +317,30 @@ def test_official_stopping_rule_and_patience():
     assert (patient.best_loss, patient.stopped_at) == (0.9, 30)
 
 
+def test_without_early_stop_only_patience_stops_a_seed():
+    flat = [1.0, 1.0 + 2e-6, 1.0 - 3e-6, 1.0, 1.0 + 1e-6]  # would stop at the third evaluation
+    run, patient = SeedRun(seed=0, early_stop=False), SeedRun(seed=0, early_stop=False)
+    for index, loss in enumerate(flat):
+        run.record(index * 10, loss)
+        if patient.stopped_at is None:
+            patient.record(index * 10, loss, patience=3)
+    assert run.stopped_at is None and run.eval_iterations == [0, 10, 20, 30, 40] and run.best_loss == 1.0
+    assert patient.stopped_at == 30
+
+
+def test_no_early_stop_runs_every_iteration(resnet):
+    target = shapes_target()
+    init = initial_strokes(np.array([[60, 50], [90, 120]]), 0)[None]
+    # A learning rate this small leaves the evaluation loss flat: the official rule stops at the third evaluation.
+    options = dict(seeds=[0], iterations=30, augmentations=1, lr=1e-9)
+    stopped = optimize_strokes(target, init, resnet, generator=torch.Generator().manual_seed(0), **options)
+    full = optimize_strokes(target, init, resnet, generator=torch.Generator().manual_seed(0), early_stop=False,
+                            **options)  # fmt: skip
+    assert stopped.iterations == 20 and stopped.runs[0].stopped_at == 20
+    assert full.iterations == 30 and full.runs[0].stopped_at is None
+    assert full.runs[0].eval_iterations == [0, 10, 20, 30]
+
+
 def test_optimisation_keeps_each_seeds_best_evaluated_sketch(resnet):
     target = shapes_target()
     init = torch.stack([initial_strokes(np.array([[60 + 9 * i, 50 + 11 * i] for i in range(4)]), s) for s in (0, 1)])
@@ -351,12 +375,13 @@ def test_sketch_end_to_end(tmp_path, shapes_png, sketch_rn_path, tiny_vit_path):
     out = tmp_path / "out"
     result = sketch_cli(shapes_png, "--model", sketch_rn_path, "--saliency-model", tiny_vit_path, "--strokes", 5,
                         "--iterations", 30, "--seeds", 2, "--augmentations", 1, "--animate", "gif", "--size", 96,
-                        "--out", out, "--device", "cpu", "--json")  # fmt: skip
+                        "--out", out, "--device", "cpu", "--json", "--no-early-stop")  # fmt: skip
     assert result.exit_code == 0, result.output
     (row,) = json.loads(result.stdout)
     assert row["status"] == "ok" and row["chosen_seed"] in (0, 1000) and row["iterations"] == 30
     details = json.loads((out / "shapes_sketch.json").read_text())
     seeds = details["seeds"]
+    assert details["settings"]["early_stop"] is False and details["settings"]["cuda_graphs"] is True
     assert [s["seed"] for s in seeds] == [0, 1000]
     for seed in seeds:
         assert seed["eval_iterations"] == [0, 10, 20, 30]

@@ -32,10 +32,19 @@ XDOG = dict(sigma=0.8, k=10.0, gamma=0.98, phi=200.0, eps=-0.1)
 GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)  # skimage.color.rgb2gray, as CLIPasso uses it
 
 
-def clip_normalize(images: torch.Tensor) -> torch.Tensor:
-    """`[..., 3, H, W]` in [0, 1] -> CLIP's per-channel standardisation."""
-    mean = torch.tensor(CLIP_MEAN, dtype=images.dtype, device=images.device).view(3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=images.dtype, device=images.device).view(3, 1, 1)
+def clip_stats(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """CLIP's per-channel mean and std as `[3,1,1]` tensors."""
+    mean = torch.tensor(CLIP_MEAN, dtype=dtype, device=device).view(3, 1, 1)
+    return mean, torch.tensor(CLIP_STD, dtype=dtype, device=device).view(3, 1, 1)
+
+
+def clip_normalize(images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """`[..., 3, H, W]` in [0, 1] -> CLIP's per-channel standardisation.
+
+    `stats` are `clip_stats` made ahead on the images' device, as a CUDA graph
+    capture needs: it allows no host-to-device copy.
+    """
+    mean, std = clip_stats(images.dtype, images.device) if stats is None else stats
     return (images - mean) / std
 
 
