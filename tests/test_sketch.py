@@ -18,9 +18,11 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode
 from typer.testing import CliRunner
 
+from clipcli import ui
 from clipcli.cli import app
 from clipcli.errors import BadInputError
 from clipcli.pipelines.sketch import (
+    ClipassoLoss,
     SeedRun,
     optimize_strokes,
     prepare_target,
@@ -145,6 +147,20 @@ def test_loss_gradient_reaches_the_sketch_but_not_the_weights(resnet):
     sketch_loss(sketch, shapes_target(), resnet, augmentations=1).sum().backward()
     assert sketch.grad.abs().sum() > 0
     assert all(p.grad is None and p.requires_grad for p in resnet.parameters())
+
+
+def test_where_cuda_graphs_cannot_be_captured_the_loss_runs_eagerly_after_one_notice(resnet, monkeypatch):
+    target, sketch = shapes_target(), shapes_target(seed=5)
+    eager = ClipassoLoss(resnet, target)(sketch, 2, torch.Generator().manual_seed(4))
+    notices = []
+    monkeypatch.setattr(ui, "notice", notices.append)
+    asked = ClipassoLoss(resnet, target)
+    asked.cuda_graphs = True  # as on CUDA; here the capture fails (no GPU)
+    first = asked(sketch, 2, torch.Generator().manual_seed(4))
+    again = asked(sketch, 2, torch.Generator().manual_seed(4))
+    assert len(notices) == 1 and notices[0].startswith("CUDA graphs unavailable here") and not asked.cuda_graphs
+    for result in (first, again):
+        assert torch.equal(result[0], eager[0]) and torch.equal(result[1], eager[1])
 
 
 def test_rn101_stage_shapes():
