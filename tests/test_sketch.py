@@ -335,11 +335,11 @@ def test_official_stopping_rule_and_patience():
 
 def test_without_early_stop_only_patience_stops_a_seed():
     flat = [1.0, 1.0 + 2e-6, 1.0 - 3e-6, 1.0, 1.0 + 1e-6]  # would stop at the third evaluation
-    run, patient = SeedRun(seed=0, early_stop=False), SeedRun(seed=0, early_stop=False)
+    run, patient = SeedRun(seed=0), SeedRun(seed=0)
     for index, loss in enumerate(flat):
-        run.record(index * 10, loss)
+        run.record(index * 10, loss, early_stop=False)
         if patient.stopped_at is None:
-            patient.record(index * 10, loss, patience=3)
+            patient.record(index * 10, loss, patience=3, early_stop=False)
     assert run.stopped_at is None and run.eval_iterations == [0, 10, 20, 30, 40] and run.best_loss == 1.0
     assert patient.stopped_at == 30
 

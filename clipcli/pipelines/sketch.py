@@ -223,8 +223,8 @@ class SeedRun:
     Official rule: an evaluation improves when it is more than 1e-5 below the
     best; the second evaluation (not necessarily in a row) within 1e-5 of the
     best since the last improvement stops the run. `patience` adds: stop after
-    that many evaluations without improvement. `early_stop=False` turns the
-    official rule off (`patience` still applies).
+    that many evaluations without improvement. `record(..., early_stop=False)`
+    turns the official rule off (`patience` still applies).
     """
 
     seed: int
@@ -233,11 +233,10 @@ class SeedRun:
     eval_iterations: list[int] = field(default_factory=list)
     eval_losses: list[float] = field(default_factory=list)
     stopped_at: int | None = None
-    early_stop: bool = True
     _armed: bool = False
     _stale: int = 0
 
-    def record(self, iteration: int, loss: float, patience: int | None = None) -> bool:
+    def record(self, iteration: int, loss: float, patience: int | None = None, early_stop: bool = True) -> bool:
         """Note an evaluation; True when it is the new best."""
         self.eval_iterations.append(iteration)
         self.eval_losses.append(loss)
@@ -247,7 +246,7 @@ class SeedRun:
             self.best_loss, self.best_iteration, self._armed, self._stale = loss, iteration, False, 0
         else:
             self._stale += 1
-        if abs(delta) <= MIN_DELTA and self.early_stop:
+        if abs(delta) <= MIN_DELTA and early_stop:
             if self._armed:
                 self.stopped_at = iteration
             self._armed = True
@@ -298,7 +297,7 @@ def optimize_strokes(
     device = model.visual.conv1.weight.device
     points = init_points.detach().to(device, torch.float32).clone().requires_grad_(True)
     seeds = list(seeds) if seeds is not None else list(range(points.shape[0]))
-    runs = [SeedRun(seed, early_stop=early_stop) for seed in seeds]
+    runs = [SeedRun(seed) for seed in seeds]
     optimizer = torch.optim.Adam([points], lr=lr, betas=(0.9, 0.999), eps=1e-8)
     loss = ClipassoLoss(model, target, cuda_graphs)
     best = points.detach().cpu().clone()
@@ -318,7 +317,7 @@ def optimize_strokes(
             state = points.detach().cpu().clone()
             snapshots.append((iteration, state))
             for index, (run, value) in enumerate(zip(runs, evaluation.cpu().tolist(), strict=True)):
-                if run.stopped_at is None and run.record(iteration, value, patience):
+                if run.stopped_at is None and run.record(iteration, value, patience, early_stop):
                     best[index] = state[index]
         if on_step is not None:
             on_step(iteration, runs)
@@ -525,7 +524,7 @@ def sketch_file(
         "width": settings.width,
         "strokes": np.round(result.points[result.chosen].double().numpy(), 4).tolist(),
         "seeds": [
-            {k: v for k, v in asdict(run).items() if not k.startswith("_") and k != "early_stop"}
+            {k: v for k, v in asdict(run).items() if not k.startswith("_")}
             | {"stopped_early": run.stopped_at is not None}
             for run in result.runs
         ],
