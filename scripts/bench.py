@@ -765,9 +765,7 @@ def bench_sketch(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 "iterations_timed": result.iterations,
                 "iterations_per_s": round(1 / step_s, 2),
                 "ms_per_step": round(step_s * 1000, 2),
-                "seconds_per_sketch_2000_steps": round(
-                    total_s if iterations == 2000 else startup_s + step_s * 2000, 1
-                ),
+                "seconds_per_sketch_2000_steps": round(total_s if iterations == 2000 else startup_s + step_s * 2000, 1),
                 "measured_or_extrapolated": "measured" if iterations == 2000 else f"{iterations} steps, extrapolated",
                 "step_overhead_vs_clip_passes": round(step_s / clip_s - 1, 3),
                 "peak_memory_mb": round(peak_memory_mb(device), 1),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -169,9 +170,9 @@ def test_v2_equals_the_official_dense_chain():
 
 
 def test_v2_equals_the_official_chain_over_several_passes(monkeypatch):
-    # Passes of 4 clouds cut into image chunks of 2 (the last one odd); two far-apart clusters leave empty depth
+    # Voxel passes of 4 clouds cut into image passes of a few views each; two far-apart clusters leave empty depth
     # slices inside some views' range, and a flat cloud has no extent along one axis.
-    monkeypatch.setattr(projection, "V2_CHUNK_CPU", 2)
+    monkeypatch.setattr(projection, "V2_PASS_CELLS_CPU", 300_000)
     monkeypatch.setattr(projection, "V2_VOXEL_POINTS", 2000)
     batch = torch.randn(7, 500, 3, generator=torch.Generator().manual_seed(0))
     batch[1, :250] = batch[1, :250] * 0.2 + torch.tensor([0.0, 0.0, 6.0])
@@ -189,7 +190,7 @@ def test_v2_bounds_from_extreme_points_match_the_voxels():
     views = torch.randn(30, 400, 3, generator=torch.Generator().manual_seed(1)) * torch.tensor([1.0, 0.2, 3.0]) + 7.0
     coords, extremes = projection._v2_normalised(views)
     from_extremes = projection._v2_bounds(*projection._v2_cells(extremes))
-    assert from_extremes == projection._v2_bounds(*projection._v2_cells(coords))
+    assert np.array_equal(from_extremes, projection._v2_bounds(*projection._v2_cells(coords)))
 
 
 def test_v2_voxel_index_and_value_follow_the_formula():
@@ -213,7 +214,7 @@ def voxel_case(cells):
     "cells",
     [
         [(50, 60, 3, 2.5), (52, 61, 5, 4.2), (80, 20, 2, 1.7)],
-        [(1, 1, 1, 1.0), (110, 110, 6, 6.0), (1, 110, 7, 6.0), (55, 55, 4, 3.3)],  # the image edges and slice 7
+        [(12, 12, 1, 1.0), (101, 101, 6, 6.0), (12, 101, 6, 5.5), (55, 55, 4, 3.3)],  # the reachable extremes
     ],
 )
 def test_v2_grid_to_image_equals_dense_pooling_and_smoothing(cells):
@@ -221,6 +222,39 @@ def test_v2_grid_to_image_equals_dense_pooling_and_smoothing(cells):
     ours = projection._v2_image(row, col, value, slice_index)
     official = official_grid_to_image(row.float(), col.float(), slice_index.float(), value)
     torch.testing.assert_close(ours, official, rtol=0, atol=2e-6)
+
+
+def test_v2_image_refuses_voxels_its_margins_cannot_hold():
+    # Coordinates in [-1, 1] never leave [12, 101]; the image pass relies on 4 free cells beyond them.
+    with pytest.raises(ValueError, match=r"\[5, 106\]"):
+        projection._v2_image(*voxel_case([(4, 50, 3, 2.5)]))
+    with pytest.raises(ValueError, match=r"\[5, 106\]"):
+        projection._v2_image(*voxel_case([(50, 107, 3, 2.5)]))
+
+
+def test_v2_layouts_keep_every_view_in_its_own_block():
+    rng = np.random.default_rng(3)
+    top, left = rng.integers(12, 60, 90), rng.integers(12, 60, 90)
+    bottom, right = top + rng.integers(0, 42, 90), left + rng.integers(0, 42, 90)
+    first = rng.integers(1, 4, 90)
+    bounds = np.stack([top, bottom, left, right, first, first + rng.integers(0, 3, 90)], axis=1)
+    layouts = projection._v2_layouts(bounds, 400_000)
+    assert sorted(np.concatenate([layout.views for layout in layouts]).tolist()) == list(range(90))
+    margin = projection.V2_MARGIN
+    for layout in layouts:
+        box = bounds[layout.views]
+        assert len(set(box[:, 5] - box[:, 4])) == 1  # one slice count per pass
+        # The pass's columns hold every view's voxels with the margin on both sides.
+        assert layout.column == box[:, 2].min() - 1 - margin
+        assert layout.column + layout.width == box[:, 3].max() + margin
+        # Each view owns one run of rows in one lane, as tall as its box plus the margins, mapped onto its image rows.
+        for position, (view, (row_first, row_last)) in enumerate(zip(layout.views, box[:, :2], strict=True)):
+            rows, lanes = np.nonzero(layout.owner == position)
+            assert len(set(lanes)) == 1 and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows)))
+            assert len(rows) == row_last - row_first + 1 + 2 * margin
+            image_rows = layout.target[rows, lanes] - view * projection.V2_IMAGE
+            assert np.array_equal(image_rows, np.arange(row_first - 1 - margin, row_last + margin))
+        assert (layout.owner == len(layout.views)).sum() < 0.2 * layout.owner.size  # lanes end up nearly level
 
 
 def test_v2_voxels_keep_their_largest_depth():
@@ -247,8 +281,17 @@ def test_batch_equals_single_and_chunks_do_not_matter(monkeypatch):
     for i in range(3):
         assert torch.equal(project_v2(batch[i : i + 1])[0], v2[i])
         assert torch.equal(project_v1(batch[i : i + 1])[0], v1[i])
-    monkeypatch.setattr(projection, "V2_CHUNK_CPU", 1)
+    monkeypatch.setattr(projection, "V2_PASS_CELLS_CPU", 1)  # one view per image pass
     assert torch.equal(project_v2(batch), v2)
+
+
+def test_v2_threads_keep_their_own_buffers():
+    batch = clouds((sphere_points, 8), (cube_points, 9), (cylinder_points, 10))
+    expected = [project_v2(batch[i : i + 1] * (i + 1)) for i in range(3)]
+    with ThreadPoolExecutor(3) as pool:
+        for _ in range(3):
+            results = list(pool.map(lambda i: project_v2(batch[i : i + 1] * (i + 1)), range(3)))
+            assert all(torch.equal(got, want) for got, want in zip(results, expected, strict=True))
 
 
 def test_shapes_and_clip_images():

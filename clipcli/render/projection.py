@@ -13,7 +13,7 @@ columns from its y axis.
 from __future__ import annotations
 
 import functools
-import itertools
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -75,8 +75,12 @@ V2_BIAS_ANGLES = ((0.0, PI / 9, 0.0),) * 8 + ((0.0, PI / 15, 0.0),) * 2
 # Azimuths about the up (y) axis; the small bias rotation is left out of the names.
 V2_VIEW_NAMES = ("az 45", "az 135", "az 225", "az 315", "az 0", "az 90", "az 180", "az 270", "top", "bottom")
 V2_NUM_VIEWS = len(V2_ANGLES)
-V2_CHUNK_CPU, V2_CHUNK_CUDA = 4, 128  # clouds per image pass
-V2_VOXEL_POINTS = 1 << 16  # points per voxelisation pass (whole chunks of clouds)
+V2_MARGIN = 4  # empty cells kept around a view's voxels: the pooling reaches 3 cells, the smoothing 1 more
+V2_LANES = 8  # views side by side in one image pass: a full vector of lanes for every CPU step
+V2_PASS_CELLS_CPU, V2_PASS_CELLS_CUDA = 1 << 21, 1 << 26  # cells per image pass: in cache on a CPU, large on a GPU
+V2_VOXEL_POINTS = 1 << 16  # points per voxelisation pass (whole clouds)
+# The image passes' CPU buffers (3 x 9 MB), kept per thread from call to call: fresh ones page-fault every time.
+_CPU_SCRATCH = threading.local()
 
 
 def rotation_matrices(angles) -> torch.Tensor:
@@ -166,24 +170,17 @@ def project_v2(points: torch.Tensor) -> torch.Tensor:
     """
     points = _check_points(points)
     batch, count, _ = points.shape
-    if batch == 0:
-        return points.new_zeros(0, V2_NUM_VIEWS, V2_IMAGE, V2_IMAGE)
     maps = torch.empty(batch, V2_NUM_VIEWS, V2_IMAGE, V2_IMAGE, device=points.device)
+    if batch == 0:
+        return maps
     bias = rotation_matrices(V2_BIAS_ANGLES).transpose(1, 2).to(points.device)
-    # A few clouds at a time keep the CPU working set of the image pass in cache; a GPU wants large batches.
-    # Voxelising is cheap per point but many small steps, so it runs on several chunks at once.
-    chunk = V2_CHUNK_CUDA if points.device.type == "cuda" else V2_CHUNK_CPU
-    voxel_chunk = chunk * max(1, V2_VOXEL_POINTS // (count * chunk))
-    per_image = chunk * V2_NUM_VIEWS
-    scratch: list[torch.Tensor] = []
-    for part, out in zip(points.split(voxel_chunk), maps.split(voxel_chunk), strict=True):
+    scratch = _CPU_SCRATCH.__dict__.setdefault("buffers", []) if points.device.type == "cpu" else []
+    # Voxelising is cheap per point but many small steps, so it runs on many clouds at once.
+    clouds = max(1, V2_VOXEL_POINTS // count)
+    for part, out in zip(points.split(clouds), maps.split(clouds), strict=True):
         view_points = torch.matmul(_rotate(part, V2_ANGLES), bias[None]).flatten(0, 1)
         coords, extremes = _v2_normalised(view_points)
-        voxels = _v2_cells(coords)
-        bounds = _v2_bounds(*_v2_cells(extremes))
-        for first in range(0, len(view_points), per_image):
-            views = slice(first, first + per_image)
-            _v2_image(*(v[views] for v in voxels), out=out.flatten(0, 1)[views], bounds=bounds[views], scratch=scratch)
+        _v2_image(*_v2_cells(coords), out=out.flatten(0, 1), bounds=_v2_bounds(*_v2_cells(extremes)), scratch=scratch)
     return maps
 
 
@@ -215,7 +212,9 @@ def _v2_cells(coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
     The official float32 steps, merged only where that is exact: (x + 1) / 2 * 112
     is (x + 1) * 56. Every step is monotone, so a view's extreme points give
-    its extreme rows, columns and slices.
+    its extreme rows, columns and slices. Coordinates in [-1, 1] put rows and
+    columns in [12, 101] (0.8 keeps the object off the image border) and
+    slices in [1, 6].
     """
     resolution, depth = V2_RESOLUTION, V2_DEPTH
     cells = (coords[:, :2] * V2_OBJECT_RATIO).add_(1).mul_(resolution / 2).ceil_().clamp_(1, resolution - 2).long()
@@ -224,10 +223,10 @@ def _v2_cells(coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
     return cells[:, 0], cells[:, 1], value, z.ceil_().long()
 
 
-def _v2_bounds(row: torch.Tensor, col: torch.Tensor, _value: torch.Tensor, slice_index: torch.Tensor) -> list:
-    """Each view's first and last row, column and depth slice, `[P][6]`, from `[P,K]` voxel coordinates."""
+def _v2_bounds(row: torch.Tensor, col: torch.Tensor, _value: torch.Tensor, slice_index: torch.Tensor) -> np.ndarray:
+    """Each view's first and last row, column and depth slice, `[P,6]` int64, from `[P,K]` voxel coordinates."""
     parts = [part for index in (row, col, slice_index) for part in (index.amin(dim=1), index.amax(dim=1))]
-    return torch.stack(parts, dim=1).tolist()
+    return torch.stack(parts, dim=1).cpu().numpy()
 
 
 def _v2_image(
@@ -236,91 +235,174 @@ def _v2_image(
     value: torch.Tensor,
     slice_index: torch.Tensor,
     out: torch.Tensor | None = None,
-    bounds: list | None = None,
+    bounds: np.ndarray | None = None,
     scratch: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Grid -> 7x7 max-pool -> 3x3 Gaussian -> max over slices -> invert, where it can be non-zero.
+    """`[P,K]` voxels of P views -> grid, 7x7 max-pool, 3x3 Gaussian, max over slices, invert: `[P,110,110]`.
 
-    Equal to the official dense computation, but cheaper: empty depth slices
-    only add zeros to a max over non-negative values, so only each view's
-    range of depth slices is processed, over the rows and columns that a voxel
-    can reach (the rest of the image is background, exactly 1). The planes are
-    the channels of one channels-last frame: the pooling runs as shifted 1-D
-    maxima over the flat frame, the smoothing as one depthwise convolution.
-    Writes the `[views,110,110]` images into `out` when given. `bounds` are
-    the views' `_v2_bounds`, and `scratch` keeps flat buffers across calls.
+    Equal to the official dense computation, but only over each view's box
+    of voxels plus the 4 cells the pooling and smoothing reach; the rest of
+    the image is background, exactly 1. Writes into `out` when given.
+    `bounds` are the views' `_v2_bounds`, and `scratch` keeps buffers across
+    calls. Rows and columns must lie in [5, 106], as `_v2_cells` gives.
     """
-    views, device = row.shape[0], row.device
-    image = torch.empty(views, V2_IMAGE, V2_IMAGE, device=device) if out is None else out
+    device = row.device
+    image = torch.empty(row.shape[0], V2_IMAGE, V2_IMAGE, device=device) if out is None else out
     image.fill_(1.0)
     bounds = _v2_bounds(row, col, value, slice_index) if bounds is None else bounds
-    plane_of_slice, rank, per_slot = _v2_planes(bounds)
-    planes = sum(per_slot)
-    top, bottom = min(b[0] for b in bounds), max(b[1] for b in bounds)
-    left, right = min(b[2] for b in bounds), max(b[3] for b in bounds)
-    # Frame cell (i, j) is grid cell (top - 6 + i, left - 6 + j): 6 empty rows above and below the voxels and 6
-    # empty columns before them, what the forward shifts of the 7-wide window read. Past a row's last column
-    # they read on into the next row's empty columns, and 6 spare cells end the last row.
-    height, width = bottom - top + 13, right - left + 7
-    grid, ping, pong = _scratch(scratch, (height * width + 6) * planes, device)
-    plane = torch.tensor(plane_of_slice, device=device).view(views, V2_DEPTH).gather(1, slice_index)
-    cell = (row - (top - 6)).mul_(width).add_(col).add_(6 - left).mul_(planes).add_(plane).flatten()
-    grid.scatter_reduce_(0, cell, value.flatten(), "amax", include_self=True)
-    # Along rows, only the voxel rows can be non-zero: pool those and clear the 6 rows above and below.
-    frame_row = width * planes
-    _window_max(grid[6 * frame_row : (height - 6) * frame_row + 6 * planes], planes, ping[6 * frame_row :])
-    ping[: 6 * frame_row].zero_()
-    ping[(height - 6) * frame_row :].zero_()
-    if len(cell) > len(grid) // 8:  # all zero again for the next call
-        grid.zero_()
-    else:
-        grid.index_fill_(0, cell, 0)
-    pooled = _window_max(ping[: height * frame_row], frame_row, pong).view(height - 6, width, planes)
-    # pooled[i, j] is the official pool output at image row top - 4 + i, column left - 4 + j.
-    _zero_outside_image(pooled, top - 4, left - 4)
-    kernel = _gaussian_kernel(device).expand(planes, 1, 3, 3).contiguous()
-    smooth = F.conv2d(pooled[None].permute(0, 3, 1, 2), kernel, padding=2, groups=planes)
-    # smooth[i, j] is centred on pooled[i - 1, j - 1], image row top - 5 + i: the reach of the smoothed maps.
-    rows = slice(max(0, 5 - top), min(height - 4, V2_IMAGE + 5 - top))
-    cols = slice(max(0, 5 - left), min(width + 2, V2_IMAGE + 5 - left))
-    squeezed = _max_per_view(smooth[0].permute(1, 2, 0)[rows, cols], per_slot)
-    maps = squeezed.permute(2, 0, 1)[torch.tensor(rank, device=device)]  # back in view order
-    region = image[:, top - 5 + rows.start : top - 5 + rows.stop, left - 5 + cols.start : left - 5 + cols.stop]
-    region.addcdiv_(maps, maps.amax(dim=(1, 2), keepdim=True), value=-1)  # 1 - map / max
+    scratch = [] if scratch is None else scratch
+    layouts = _v2_layouts(bounds, V2_PASS_CELLS_CUDA if device.type == "cuda" else V2_PASS_CELLS_CPU)
+    # Every voxel's cell in its pass's strip, computed once; then the views in pass order, each pass a run of them.
+    order = np.concatenate([layout.views for layout in layouts])
+    steps = np.zeros((len(order), 3), dtype=np.int64)
+    steps[order] = np.concatenate(
+        [np.stack(np.broadcast_arrays(layout.row_step, layout.slice_step, layout.offset), 1) for layout in layouts]
+    )
+    row_step, slice_step, offset = torch.from_numpy(steps).to(device)[:, :, None].unbind(1)
+    cell = (row * row_step).add_(col * V2_LANES).add_(slice_index * slice_step).add_(offset)
+    order = torch.from_numpy(order).to(device)
+    cell, value = cell.index_select(0, order), value.index_select(0, order)
+    _scratch(scratch, max(layout.cells + 6 * layout.row_step for layout in layouts), device)  # once, at full size
+    first = 0
+    for layout in layouts:
+        last = first + len(layout.views)
+        _v2_render(layout, cell[first:last].flatten(), value[first:last].flatten(), image.view(-1), scratch)
+        first = last
     return image
 
 
-def _v2_planes(bounds: list) -> tuple[list[int], list[int], list[int]]:
-    """Number the (view, depth slice) planes: the plane of each view's slices `[V*8]`, each view's rank, views per slot.
+@dataclass(frozen=True)
+class _Layout:
+    """Where one image pass keeps its views: `slices` strips of `rows` x `width` cells in `lanes` channels.
 
-    Slot k holds slice first + k of every view with more than k slices.
-    Views are ranked by their number of slices, most first, so that slot k's
-    views are the first per_slot[k] in rank order, and planes are numbered
-    slot by slot: plane first_plane[k] + rank.
+    Views sit in lanes, stacked one under another, each in a block of its
+    box plus the margins; strip s holds depth slice first + s of every view.
+    Every view of a pass has the same number of slices, so the max over
+    slices is a max over the outermost axis. Strip column 0 is image column
+    `column` for every view.
+
+    Per view: `views` its index and `offset` the constant term of its voxels'
+    cell formula (counting the 3 padding rows before the strip). Per strip
+    row and lane: `target` its output row and `owner` its view (len(views)
+    where unused: those rows draw background over background).
     """
-    counts = [last - first + 1 for *_, first, last in bounds]
-    order = sorted(range(len(bounds)), key=counts.__getitem__, reverse=True)
-    per_slot = [sum(count > slot for count in counts) for slot in range(max(counts))]
-    first_plane = list(itertools.accumulate(per_slot, initial=0))
-    plane_of_slice, rank = [0] * (len(bounds) * V2_DEPTH), [0] * len(bounds)
-    for position, view in enumerate(order):
-        rank[view] = position
-        first = view * V2_DEPTH + bounds[view][4]
-        for slot in range(counts[view]):
-            plane_of_slice[first + slot] = first_plane[slot] + position
-    return plane_of_slice, rank, per_slot
+
+    views: np.ndarray
+    slices: int
+    lanes: int
+    rows: int
+    width: int
+    column: int
+    offset: np.ndarray
+    target: np.ndarray
+    owner: np.ndarray
+
+    @property
+    def row_step(self) -> int:
+        return self.width * self.lanes
+
+    @property
+    def slice_step(self) -> int:
+        return self.rows * self.row_step
+
+    @property
+    def cells(self) -> int:
+        return self.slices * self.slice_step
 
 
-def _scratch(scratch: list[torch.Tensor] | None, size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
-    """A zero grid and two flat buffers of `size` cells, kept from chunk to chunk: fresh big tensors page-fault."""
-    if scratch is None:
-        scratch = []
+def _v2_layouts(bounds: np.ndarray, budget: int) -> list[_Layout]:
+    """Plan the image passes: views grouped by slice count and sorted by width, so that a pass wastes few cells."""
+    top, bottom, left, right, first, last = np.asarray(bounds, dtype=np.int64).T
+    margin = V2_MARGIN
+    if len(top) and (min(top.min(), left.min()) <= margin or max(bottom.max(), right.max()) > V2_IMAGE - margin):
+        raise ValueError("V2 voxel rows and columns must lie in [5, 106]")
+    heights, widths, slices = bottom - top + 1 + 2 * margin, right - left + 1 + 2 * margin, last - first + 1
+    order = np.lexsort((widths, slices))
+    layouts, start = [], 0
+    while start < len(order):
+        group = order[start:][slices[order[start:]] == slices[order[start]]]
+        # Views of similar width have similar columns (every box is centred): the columns they span together grow
+        # slowly along the group, and a pass of views [0, k) costs their total height times that span.
+        span = np.maximum.accumulate(right[group]) - np.minimum.accumulate(left[group]) + 1 + 2 * margin
+        cost = np.cumsum(heights[group]) * span * slices[group]
+        taken = max(1, int(np.searchsorted(cost, budget, side="right")))
+        views = group[:taken]
+        layouts.append(_v2_layout(views, heights[views], top[views], left[views].min() - 1 - margin, first[views],
+                                  int(span[taken - 1]), int(slices[views[0]])))  # fmt: skip
+        start += taken
+    return layouts
+
+
+def _v2_layout(views, heights, top, column: int, first, width: int, slices: int) -> _Layout:
+    """Stack `views` into lanes, tallest first, dealing them out back and forth so the lanes end up level."""
+    count = len(views)
+    lanes = V2_LANES  # always: the smoothing then rounds alike whatever the batch
+    order = np.argsort(-heights, kind="stable")
+    turn, seat = np.divmod(np.arange(count), lanes)
+    lane = np.empty(count, dtype=np.int64)
+    lane[order] = np.where(turn % 2 == 0, seat, lanes - 1 - seat)
+    # Each view starts below the views dealt to its lane before it.
+    dealt = np.lexsort((np.arange(count), lane[order]))
+    stacked = heights[order][dealt]
+    starts = np.cumsum(stacked) - stacked
+    lane_first = np.r_[0, np.flatnonzero(np.diff(lane[order][dealt])) + 1]
+    lane_start = np.repeat(starts[lane_first], np.diff(np.r_[lane_first, count]))
+    row_offset = np.empty(count, dtype=np.int64)
+    row_offset[order[dealt]] = starts - lane_start
+    rows = int((row_offset + heights).max())
+    image_row = top - 1 - V2_MARGIN  # of the block's first row
+    row_step = width * lanes
+    offset = (row_offset - image_row - 1 + 3) * row_step - (column + 1) * lanes - first * (rows * row_step) + lane
+    within = np.arange(heights.sum()) - np.repeat(np.cumsum(heights) - heights, heights)
+    strip_row = np.repeat(row_offset, heights) + within
+    strip_lane = np.repeat(lane, heights)
+    target = np.zeros((rows, lanes), dtype=np.int64)
+    owner = np.full((rows, lanes), count, dtype=np.int64)
+    target[strip_row, strip_lane] = np.repeat(views * V2_IMAGE + image_row, heights) + within
+    owner[strip_row, strip_lane] = np.repeat(np.arange(count), heights)
+    return _Layout(views, slices, lanes, rows, width, column, offset, target, owner)
+
+
+def _v2_render(layout: _Layout, cell: torch.Tensor, value: torch.Tensor, image: torch.Tensor, scratch: list) -> None:
+    """One image pass: scatter the voxels into the strip, pool, smooth, squeeze, invert, and copy into `image` (flat).
+
+    `cell` and `value` are the pass's voxels, flat. The pooling runs as
+    shifted 1-D maxima over the flat strip, along rows then along columns;
+    a block's margins keep every window inside its own view. Buffers are
+    padded by 3 rows on both sides, so the centred windows never leave them.
+    """
+    device = image.device
+    lanes, width, rows, row_step = layout.lanes, layout.width, layout.rows, layout.row_step
+    cells, pad = layout.cells, 3 * row_step
+    grid, pooled_rows, pooled = _scratch(scratch, cells + 2 * pad, device)
+    grid.scatter_reduce_(0, cell, value, "amax", include_self=True)
+    pooled_rows[:pad].zero_()
+    pooled_rows[pad + cells : 2 * pad + cells].zero_()
+    _window_max(grid[pad - 3 * lanes : pad + cells + 3 * lanes], lanes, pooled_rows[pad:])
+    if len(cell) > cells // 16:  # all zero again for the next pass
+        grid[: cells + 2 * pad].zero_()
+    else:
+        grid.index_fill_(0, cell, 0)
+    _window_max(pooled_rows[: cells + 2 * pad], row_step, pooled)
+    kernel = _gaussian_kernel(device).expand(lanes, 1, 3, 3).contiguous()
+    slices = pooled[:cells].view(layout.slices, rows, width, lanes).permute(0, 3, 1, 2)
+    smooth = F.conv2d(slices, kernel, padding=1, groups=lanes)
+    squeezed = smooth.permute(0, 2, 3, 1).amax(dim=0)  # [rows, width, lanes]
+    owner = torch.from_numpy(layout.owner).to(device).view(-1)
+    peak = torch.zeros(len(layout.views) + 1, device=device)
+    peak.scatter_reduce_(0, owner, squeezed.amax(dim=1).reshape(-1), "amax")
+    peak[-1] = 1.0  # unused rows: 1 - 0 / 1
+    maps = pooled[: rows * lanes * width].view(rows, lanes, width)
+    torch.div(squeezed.transpose(1, 2), peak[owner].view(rows, lanes, 1), out=maps)
+    maps.neg_().add_(1)  # 1 - map / max, in the official order
+    target = torch.from_numpy(layout.target).to(device).view(-1)
+    image.view(-1, V2_IMAGE)[:, layout.column : layout.column + width].index_copy_(0, target, maps.view(-1, width))
+
+
+def _scratch(scratch: list[torch.Tensor], size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+    """A zero grid and two flat buffers of `size` cells, kept from pass to pass: fresh big tensors page-fault."""
     if not scratch or scratch[0].numel() < size:
-        scratch[:] = [
-            torch.zeros(size, device=device),
-            torch.empty(size, device=device),
-            torch.empty(size, device=device),
-        ]
+        scratch[:] = [torch.zeros(size, device=device), *(torch.empty(size, device=device) for _ in range(2))]
     return tuple(buffer[:size] for buffer in scratch)
 
 
@@ -335,18 +417,6 @@ def _window_max(x: torch.Tensor, step: int, out: torch.Tensor) -> torch.Tensor:
     return torch.amax(windows, dim=1, out=out[:size])
 
 
-def _zero_outside_image(pooled: torch.Tensor, first_row: int, first_col: int) -> None:
-    """The official convolution pads the 110x110 pooled image with zeros: clear the frame's cells just outside.
-
-    `pooled[i, j]` is image cell (first_row + i, first_col + j).
-    """
-    for edge in (-1, V2_IMAGE):
-        if 0 <= edge - first_row < pooled.shape[0]:
-            pooled[edge - first_row] = 0
-        if 0 <= edge - first_col < pooled.shape[1]:
-            pooled[:, edge - first_col] = 0
-
-
 def _gaussian_taps() -> torch.Tensor:
     """The official 3x3 kernel is the outer product of these normalised 1-D taps (sigma 3, float32)."""
     offsets = np.arange(V2_SMOOTH_SIZE, dtype=np.float32) - V2_SMOOTH_SIZE // 2
@@ -359,20 +429,6 @@ def _gaussian_kernel(device: torch.device) -> torch.Tensor:
     """The official normalised 3x3 Gaussian, `[3,3]` float32."""
     taps = _gaussian_taps()
     return torch.outer(taps, taps).to(device)
-
-
-def _max_per_view(planes: torch.Tensor, per_slot: list[int]) -> torch.Tensor:
-    """Max over each view's planes: `[h,w,planes]` numbered as `_v2_planes` does -> `[h,w,views]` in view order."""
-    views = per_slot[0]
-    if len(per_slot) > 1 and per_slot[1] == views:  # the first two slots hold every view: no copy needed
-        squeezed, done = torch.maximum(planes[..., :views], planes[..., views : 2 * views]), 2
-    else:
-        squeezed, done = planes[..., :views].clone(), 1
-    first = done * views
-    for count in per_slot[done:]:
-        torch.maximum(squeezed[..., :count], planes[..., first : first + count], out=squeezed[..., :count])
-        first += count
-    return squeezed
 
 
 # ---------------------------------------------------------------- what CLIP sees
