@@ -173,7 +173,7 @@ def test_v2_equals_the_official_chain_over_several_passes(monkeypatch):
     # Voxel passes of 4 clouds cut into image passes of a few views each; two far-apart clusters leave empty depth
     # slices inside some views' range, and a flat cloud has no extent along one axis.
     monkeypatch.setattr(projection, "V2_PASS_CELLS_CPU", 300_000)
-    monkeypatch.setattr(projection, "V2_VOXEL_POINTS", 2000)
+    monkeypatch.setattr(projection, "V2_VOXEL_POINTS_CPU", 2000)
     batch = torch.randn(7, 500, 3, generator=torch.Generator().manual_seed(0))
     batch[1, :250] = batch[1, :250] * 0.2 + torch.tensor([0.0, 0.0, 6.0])
     batch[1, 250:] *= 0.2

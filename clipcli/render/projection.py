@@ -78,7 +78,7 @@ V2_NUM_VIEWS = len(V2_ANGLES)
 V2_MARGIN = 4  # empty cells kept around a view's voxels: the pooling reaches 3 cells, the smoothing 1 more
 V2_LANES = 8  # views side by side in one image pass: a full vector of lanes for every CPU step
 V2_PASS_CELLS_CPU, V2_PASS_CELLS_CUDA = 1 << 21, 1 << 26  # cells per image pass: in cache on a CPU, large on a GPU
-V2_VOXEL_POINTS = 1 << 16  # points per voxelisation pass (whole clouds)
+V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points per voxelisation pass (whole clouds)
 # The image passes' CPU buffers (3 x 9 MB), kept per thread from call to call: fresh ones page-fault every time.
 _CPU_SCRATCH = threading.local()
 
@@ -176,7 +176,7 @@ def project_v2(points: torch.Tensor) -> torch.Tensor:
     bias = rotation_matrices(V2_BIAS_ANGLES).transpose(1, 2).to(points.device)
     scratch = _CPU_SCRATCH.__dict__.setdefault("buffers", []) if points.device.type == "cpu" else []
     # Voxelising is cheap per point but many small steps, so it runs on many clouds at once.
-    clouds = max(1, V2_VOXEL_POINTS // count)
+    clouds = max(1, (V2_VOXEL_POINTS_CUDA if points.device.type == "cuda" else V2_VOXEL_POINTS_CPU) // count)
     for part, out in zip(points.split(clouds), maps.split(clouds), strict=True):
         view_points = torch.matmul(_rotate(part, V2_ANGLES), bias[None]).flatten(0, 1)
         coords, extremes = _v2_normalised(view_points)
