@@ -257,10 +257,10 @@ def _v2_image(
         [np.stack(np.broadcast_arrays(layout.row_step, layout.slice_step, layout.offset), 1) for layout in layouts]
     )
     row_step, slice_step, offset = torch.from_numpy(steps).to(device)[:, :, None].unbind(1)
-    cell = (row * row_step).add_(col * V2_LANES).add_(slice_index * slice_step).add_(offset)
+    cell = (row * row_step).add_(col * _Layout.lanes).add_(slice_index * slice_step).add_(offset)
     order = torch.from_numpy(order).to(device)
     cell, value = cell.index_select(0, order), value.index_select(0, order)
-    _scratch(scratch, max(layout.cells + 6 * layout.row_step for layout in layouts), device)  # once, at full size
+    _scratch(scratch, max(layout.buffer for layout in layouts), device)  # once, at full size
     first = 0
     for layout in layouts:
         last = first + len(layout.views)
@@ -280,20 +280,22 @@ class _Layout:
     `column` for every view.
 
     Per view: `views` its index and `offset` the constant term of its voxels'
-    cell formula (counting the 3 padding rows before the strip). Per strip
+    cell formula (counting the padding rows before the strips). Per strip
     row and lane: `target` its output row and `owner` its view (len(views)
     where unused: those rows draw background over background).
     """
 
     views: np.ndarray
     slices: int
-    lanes: int
     rows: int
     width: int
     column: int
     offset: np.ndarray
     target: np.ndarray
     owner: np.ndarray
+
+    lanes = V2_LANES  # always: the smoothing then rounds alike whatever the batch
+    pad_rows = V2_POOL // 2  # zero rows before and after the strips, for the centred windows
 
     @property
     def row_step(self) -> int:
@@ -306,6 +308,11 @@ class _Layout:
     @property
     def cells(self) -> int:
         return self.slices * self.slice_step
+
+    @property
+    def buffer(self) -> int:
+        """Cells of the strips with their padding rows."""
+        return self.cells + 2 * self.pad_rows * self.row_step
 
 
 def _v2_layouts(bounds: np.ndarray, budget: int) -> list[_Layout]:
@@ -334,7 +341,7 @@ def _v2_layouts(bounds: np.ndarray, budget: int) -> list[_Layout]:
 def _v2_layout(views, heights, top, column: int, first, width: int, slices: int) -> _Layout:
     """Stack `views` into lanes, tallest first, dealing them out back and forth so the lanes end up level."""
     count = len(views)
-    lanes = V2_LANES  # always: the smoothing then rounds alike whatever the batch
+    lanes = _Layout.lanes
     order = np.argsort(-heights, kind="stable")
     turn, seat = np.divmod(np.arange(count), lanes)
     lane = np.empty(count, dtype=np.int64)
@@ -350,7 +357,8 @@ def _v2_layout(views, heights, top, column: int, first, width: int, slices: int)
     rows = int((row_offset + heights).max())
     image_row = top - 1 - V2_MARGIN  # of the block's first row
     row_step = width * lanes
-    offset = (row_offset - image_row - 1 + 3) * row_step - (column + 1) * lanes - first * (rows * row_step) + lane
+    strip_start = row_offset - image_row - 1 + _Layout.pad_rows  # strip row of grid row 0, past the padding
+    offset = strip_start * row_step - (column + 1) * lanes - first * (rows * row_step) + lane
     within = np.arange(heights.sum()) - np.repeat(np.cumsum(heights) - heights, heights)
     strip_row = np.repeat(row_offset, heights) + within
     strip_lane = np.repeat(lane, heights)
@@ -358,7 +366,7 @@ def _v2_layout(views, heights, top, column: int, first, width: int, slices: int)
     owner = np.full((rows, lanes), count, dtype=np.int64)
     target[strip_row, strip_lane] = np.repeat(views * V2_IMAGE + image_row, heights) + within
     owner[strip_row, strip_lane] = np.repeat(np.arange(count), heights)
-    return _Layout(views, slices, lanes, rows, width, column, offset, target, owner)
+    return _Layout(views, slices, rows, width, column, offset, target, owner)
 
 
 def _v2_render(layout: _Layout, cell: torch.Tensor, value: torch.Tensor, image: torch.Tensor, scratch: list) -> None:
@@ -371,17 +379,18 @@ def _v2_render(layout: _Layout, cell: torch.Tensor, value: torch.Tensor, image: 
     """
     device = image.device
     lanes, width, rows, row_step = layout.lanes, layout.width, layout.rows, layout.row_step
-    cells, pad = layout.cells, 3 * row_step
-    grid, pooled_rows, pooled = _scratch(scratch, cells + 2 * pad, device)
+    cells, pad = layout.cells, layout.pad_rows * row_step
+    grid, pooled_rows, pooled = _scratch(scratch, layout.buffer, device)
     grid.scatter_reduce_(0, cell, value, "amax", include_self=True)
     pooled_rows[:pad].zero_()
-    pooled_rows[pad + cells : 2 * pad + cells].zero_()
-    _window_max(grid[pad - 3 * lanes : pad + cells + 3 * lanes], lanes, pooled_rows[pad:])
+    pooled_rows[pad + cells :].zero_()
+    reach = layout.pad_rows * lanes  # a row window's cells on either side
+    _window_max(grid[pad - reach : pad + cells + reach], lanes, pooled_rows[pad:])
     if len(cell) > cells // 16:  # all zero again for the next pass
-        grid[: cells + 2 * pad].zero_()
+        grid.zero_()
     else:
         grid.index_fill_(0, cell, 0)
-    _window_max(pooled_rows[: cells + 2 * pad], row_step, pooled)
+    _window_max(pooled_rows, row_step, pooled)
     kernel = _gaussian_kernel(device).expand(lanes, 1, 3, 3).contiguous()
     slices = pooled[:cells].view(layout.slices, rows, width, lanes).permute(0, 3, 1, 2)
     smooth = F.conv2d(slices, kernel, padding=1, groups=lanes)
