@@ -12,6 +12,8 @@ import argparse
 import json
 import warnings
 
+import clipcli  # noqa: F401  first: it sets torch's thread spin-wait before torch loads
+
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # raised by `import clip`
 
 import resource

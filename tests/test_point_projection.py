@@ -285,6 +285,29 @@ def test_batch_equals_single_and_chunks_do_not_matter(monkeypatch):
     assert torch.equal(project_v2(batch), v2)
 
 
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_v2_opencv_dilation_in_bands_equals_the_window_maxima(monkeypatch, threads):
+    # The CPU pools with OpenCV, in bands of depth slices on torch's threads (4 threads: bands of 1-2 slices,
+    # fewer than the slices); CUDA pools with strided window maxima. Both must give the same maps, bit for bit.
+    batch = clouds((sphere_points, 11), (cube_points, 12), (cylinder_points, 13))
+    batch[1] *= torch.tensor([1.0, 0.3, 2.0])
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        dilated = project_v2(batch)
+        monkeypatch.setattr(projection, "_max_pool", projection._window_pool)
+        windowed = project_v2(batch)
+    finally:
+        torch.set_num_threads(previous)
+    assert torch.equal(dilated, windowed)
+
+
+def test_v2_row_max_folds_odd_and_even_widths():
+    x = torch.randn(5, 13, 8, generator=torch.Generator().manual_seed(0))
+    for width in (1, 2, 7, 13):
+        assert torch.equal(projection._row_max(x[:, :width]), x[:, :width].amax(dim=1))
+
+
 def test_v2_threads_keep_their_own_buffers():
     batch = clouds((sphere_points, 8), (cube_points, 9), (cylinder_points, 10))
     expected = [project_v2(batch[i : i + 1] * (i + 1)) for i in range(3)]

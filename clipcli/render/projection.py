@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -196,7 +198,7 @@ def _v2_normalised(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     and doubling are exact, so the two agree to the bit.
     """
     coords = points.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # normalised in place below
-    high, low = coords.max(dim=2)[0], coords.min(dim=2)[0]
+    high, low = coords.amax(dim=2), coords.amin(dim=2)  # max/min with indices: 6x slower
     extent = (high - low).max(dim=1)[0][:, None, None]
     if not bool((extent > 0).all()):
         raise BadInputError("a cloud has no extent: all of its points coincide")
@@ -208,6 +210,8 @@ def _v2_normalised(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _v2_cells(coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Normalised `[P,3,K]` coordinates -> official grid row, col, value and depth slice, all `[P,K]`.
 
+    Indices are int32: half the memory traffic of int64 in the cell formula.
+
     The official float32 steps, merged only where that is exact: (x + 1) / 2 * 112
     is (x + 1) * 56. Every step is monotone, so a view's extreme points give
     its extreme rows, columns and slices. Coordinates in [-1, 1] put rows and
@@ -215,14 +219,14 @@ def _v2_cells(coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
     slices in [1, 6].
     """
     resolution, depth = V2_RESOLUTION, V2_DEPTH
-    cells = (coords[:, :2] * V2_OBJECT_RATIO).add_(1).mul_(resolution / 2).ceil_().clamp_(1, resolution - 2).long()
+    cells = (coords[:, :2] * V2_OBJECT_RATIO).add_(1).mul_(resolution / 2).ceil_().clamp_(1, resolution - 2).int()
     z = (coords[:, 2] + 1).div_(2).add_(V2_DEPTH_BIAS).div_(1 + V2_DEPTH_BIAS).mul_(depth - 2)
     value = z.clamp(1, depth - 2)
-    return cells[:, 0], cells[:, 1], value, z.ceil_().long()
+    return cells[:, 0], cells[:, 1], value, z.ceil_().int()
 
 
 def _v2_bounds(row: torch.Tensor, col: torch.Tensor, _value: torch.Tensor, slice_index: torch.Tensor) -> np.ndarray:
-    """Each view's first and last row, column and depth slice, `[P,6]` int64, from `[P,K]` voxel coordinates."""
+    """Each view's first and last row, column and depth slice, `[P,6]`, from `[P,K]` voxel coordinates."""
     parts = [part for index in (row, col, slice_index) for part in (index.amin(dim=1), index.amax(dim=1))]
     return torch.stack(parts, dim=1).cpu().numpy()
 
@@ -252,14 +256,14 @@ def _v2_image(
     layouts = _v2_layouts(bounds, V2_PASS_CELLS_CUDA if device.type == "cuda" else V2_PASS_CELLS_CPU)
     # Every voxel's cell in its pass's strip, computed once; then the views in pass order, each pass a run of them.
     order = np.concatenate([layout.views for layout in layouts])
-    steps = np.zeros((len(order), 3), dtype=np.int64)
+    steps = np.zeros((len(order), 3), dtype=np.int32)  # cells stay below 2**31 with any budget
     steps[order] = np.concatenate(
         [np.stack(np.broadcast_arrays(layout.row_step, layout.slice_step, layout.offset), 1) for layout in layouts]
     )
     row_step, slice_step, offset = torch.from_numpy(steps).to(device)[:, :, None].unbind(1)
-    cell = (row * row_step).add_(col * _Layout.lanes).add_(slice_index * slice_step).add_(offset)
+    cell = (row.int() * row_step).add_(col.int() * _Layout.lanes).add_(slice_index.int() * slice_step).add_(offset)
     order = torch.from_numpy(order).to(device)
-    cell, value = cell.index_select(0, order), value.index_select(0, order)
+    cell, value = cell.index_select(0, order).long(), value.index_select(0, order)
     _scratch(scratch, max(layout.buffer for layout in layouts), device)  # once, at full size
     first = 0
     for layout in layouts:
@@ -372,38 +376,100 @@ def _v2_layout(views, heights, top, column: int, first, width: int, slices: int)
 def _v2_render(layout: _Layout, cell: torch.Tensor, value: torch.Tensor, image: torch.Tensor, scratch: list) -> None:
     """One image pass: scatter the voxels into the strip, pool, smooth, squeeze, invert, and copy into `image` (flat).
 
-    `cell` and `value` are the pass's voxels, flat. The pooling runs as
-    shifted 1-D maxima over the flat strip, along rows then along columns;
-    a block's margins keep every window inside its own view. Buffers are
-    padded by 3 rows on both sides, so the centred windows never leave them.
+    `cell` and `value` are the pass's voxels, flat. A block's margins keep
+    every pooling window inside its own view, so the strip is pooled as a
+    whole: by OpenCV's dilation on a CPU, by shifted 1-D maxima on CUDA.
     """
     device = image.device
-    lanes, width, rows, row_step = layout.lanes, layout.width, layout.rows, layout.row_step
-    cells, pad = layout.cells, layout.pad_rows * row_step
+    lanes, width, rows, cells = layout.lanes, layout.width, layout.rows, layout.cells
     grid, pooled_rows, pooled = _scratch(scratch, layout.buffer, device)
     grid.scatter_reduce_(0, cell, value, "amax", include_self=True)
-    pooled_rows[:pad].zero_()
-    pooled_rows[pad + cells :].zero_()
-    reach = layout.pad_rows * lanes  # a row window's cells on either side
-    _window_max(grid[pad - reach : pad + cells + reach], lanes, pooled_rows[pad:])
+    _max_pool(grid, pooled_rows, pooled, layout)
     if len(cell) > cells // 16:  # all zero again for the next pass
         grid.zero_()
     else:
         grid.index_fill_(0, cell, 0)
-    _window_max(pooled_rows, row_step, pooled)
     kernel = _gaussian_kernel(device).expand(lanes, 1, 3, 3).contiguous()
     slices = pooled[:cells].view(layout.slices, rows, width, lanes).permute(0, 3, 1, 2)
     smooth = F.conv2d(slices, kernel, padding=1, groups=lanes)
     squeezed = smooth.permute(0, 2, 3, 1).amax(dim=0)  # [rows, width, lanes]
     owner = torch.from_numpy(layout.owner).to(device).view(-1)
     peak = torch.zeros(len(layout.views) + 1, device=device)
-    peak.scatter_reduce_(0, owner, squeezed.amax(dim=1).reshape(-1), "amax")
+    peak.scatter_reduce_(0, owner, _row_max(squeezed).view(-1), "amax")
     peak[-1] = 1.0  # unused rows: 1 - 0 / 1
     maps = pooled[: rows * lanes * width].view(rows, lanes, width)
     torch.div(squeezed.transpose(1, 2), peak[owner].view(rows, lanes, 1), out=maps)
     maps.neg_().add_(1)  # 1 - map / max, in the official order
     target = torch.from_numpy(layout.target).to(device).view(-1)
     image.view(-1, V2_IMAGE)[:, layout.column : layout.column + width].index_copy_(0, target, maps.view(-1, width))
+
+
+def _max_pool(grid: torch.Tensor, pooled_rows: torch.Tensor, pooled: torch.Tensor, layout: _Layout) -> None:
+    """The 7x7 max-pool of the strips in `grid` (after its padding rows) into `pooled[:cells]`.
+
+    On a CPU, OpenCV's dilation, twice as fast as torch's window maxima
+    there; on CUDA, the window maxima. Both are exact: the same maps.
+    """
+    if grid.device.type != "cpu":
+        _window_pool(grid, pooled_rows, pooled, layout)
+        return
+    cells, pad = layout.cells, layout.pad_rows * layout.row_step
+    shape = (layout.slices, layout.rows, layout.width, layout.lanes)
+    _dilate(grid[pad : pad + cells].numpy().reshape(shape), pooled[:cells].numpy().reshape(shape))
+
+
+def _window_pool(grid: torch.Tensor, pooled_rows: torch.Tensor, pooled: torch.Tensor, layout: _Layout) -> None:
+    """The max-pool as flat strided maxima along rows, into `pooled_rows`, then along columns.
+
+    The buffers' padding rows keep the centred windows inside them.
+    """
+    lanes, row_step, cells, pad = layout.lanes, layout.row_step, layout.cells, layout.pad_rows * layout.row_step
+    pooled_rows[:pad].zero_()
+    pooled_rows[pad + cells :].zero_()
+    reach = layout.pad_rows * lanes  # a row window's cells on either side
+    _window_max(grid[pad - reach : pad + cells + reach], lanes, pooled_rows[pad:])
+    _window_max(pooled_rows, row_step, pooled)
+
+
+_POOL_KERNEL = np.ones((V2_POOL, V2_POOL), dtype=np.uint8)
+
+
+@functools.cache
+def _dilate_workers(count: int) -> ThreadPoolExecutor:
+    """`count` threads for the dilation bands past the first, made on first use."""
+    return ThreadPoolExecutor(count, thread_name_prefix="clipcli-dilate")
+
+
+def _dilate(strips: np.ndarray, out: np.ndarray) -> None:
+    """7x7 dilation of `[slices, rows, width, lanes]` strips into `out`, in bands of slices on torch's CPU threads.
+
+    Every lane of a strip starts and ends with empty margin rows, so a band
+    of slices dilates alone (cells past its edges left out) exactly as
+    within the whole. One OpenCV dilation of this image keeps to one core;
+    the bands run at once, the calling thread taking the first.
+    """
+    bands = np.array_split(np.arange(len(strips)), min(torch.get_num_threads(), len(strips)))
+
+    def dilate(band: np.ndarray) -> None:
+        first, last = band[0], band[-1] + 1
+        image = strips[first:last].reshape(-1, *strips.shape[2:])
+        cv2.dilate(image, _POOL_KERNEL, dst=out[first:last].reshape(image.shape), borderType=cv2.BORDER_CONSTANT)
+
+    pending = [_dilate_workers(len(bands) - 1).submit(dilate, band) for band in bands[1:]]
+    dilate(bands[0])
+    for job in pending:
+        job.result()
+
+
+def _row_max(x: torch.Tensor) -> torch.Tensor:
+    """`[rows, width, lanes]` -> `[rows, lanes]`, the max along each row, by folding halves.
+
+    Four times faster than `amax(dim=1)`, which reduces a middle axis slowly.
+    """
+    while x.shape[1] > 1:
+        half = (x.shape[1] + 1) // 2  # the halves overlap by a column when the width is odd
+        x = torch.maximum(x[:, :half], x[:, -half:])
+    return x[:, 0]
 
 
 def _scratch(scratch: list[torch.Tensor], size: int, device: torch.device) -> tuple[torch.Tensor, ...]:
