@@ -286,16 +286,16 @@ def test_batch_equals_single_and_chunks_do_not_matter(monkeypatch):
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
-def test_v2_opencv_dilation_in_bands_equals_the_window_maxima(monkeypatch, threads):
-    # The CPU pools with OpenCV, in bands of depth slices on torch's threads (4 threads: bands of 1-2 slices,
-    # fewer than the slices); CUDA pools with strided window maxima. Both must give the same maps, bit for bit.
+def test_v2_opencv_in_bands_equals_torch(monkeypatch, threads):
+    # The CPU pools and smooths with OpenCV, in bands of depth slices on torch's threads (4 threads: bands of 1-2
+    # slices); CUDA pools with strided window maxima and smooths with torch. Both give the same maps, bit for bit.
     batch = clouds((sphere_points, 11), (cube_points, 12), (cylinder_points, 13))
     batch[1] *= torch.tensor([1.0, 0.3, 2.0])
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         dilated = project_v2(batch)
-        monkeypatch.setattr(projection, "_max_pool", projection._window_pool)
+        monkeypatch.setattr(projection, "_squeeze", projection._squeeze_torch)
         windowed = project_v2(batch)
     finally:
         torch.set_num_threads(previous)

@@ -81,6 +81,7 @@ V2_MARGIN = 4  # empty cells kept around a view's voxels: the pooling reaches 3 
 V2_LANES = 8  # views side by side in one image pass: a full vector of lanes for every CPU step
 V2_PASS_CELLS_CPU, V2_PASS_CELLS_CUDA = 1 << 21, 1 << 26  # cells per image pass: in cache on a CPU, large on a GPU
 V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points per voxelisation pass (whole clouds)
+V2_CHUNK_CELLS = 1 << 16  # strip cells a CPU thread pools and smooths at a time: two such images stay in its cache
 # The image passes' CPU buffers (3 x 9 MB), kept per thread from call to call: fresh ones page-fault every time.
 _CPU_SCRATCH = threading.local()
 
@@ -377,22 +378,14 @@ def _v2_render(layout: _Layout, cell: torch.Tensor, value: torch.Tensor, image: 
     """One image pass: scatter the voxels into the strip, pool, smooth, squeeze, invert, and copy into `image` (flat).
 
     `cell` and `value` are the pass's voxels, flat. A block's margins keep
-    every pooling window inside its own view, so the strip is pooled as a
-    whole: by OpenCV's dilation on a CPU, by shifted 1-D maxima on CUDA.
+    every pooling and smoothing window inside its own view, so the strips
+    are worked on whole.
     """
     device = image.device
-    lanes, width, rows, cells = layout.lanes, layout.width, layout.rows, layout.cells
-    grid, pooled_rows, pooled = _scratch(scratch, layout.buffer, device)
+    lanes, width, rows = layout.lanes, layout.width, layout.rows
+    grid, spare, pooled = _scratch(scratch, layout.buffer, device)
     grid.scatter_reduce_(0, cell, value, "amax", include_self=True)
-    _max_pool(grid, pooled_rows, pooled, layout)
-    if len(cell) > cells // 16:  # all zero again for the next pass
-        grid.zero_()
-    else:
-        grid.index_fill_(0, cell, 0)
-    kernel = _gaussian_kernel(device).expand(lanes, 1, 3, 3).contiguous()
-    slices = pooled[:cells].view(layout.slices, rows, width, lanes).permute(0, 3, 1, 2)
-    smooth = F.conv2d(slices, kernel, padding=1, groups=lanes)
-    squeezed = smooth.permute(0, 2, 3, 1).amax(dim=0)  # [rows, width, lanes]
+    squeezed = _squeeze(grid, spare, pooled, layout, cell)  # [rows, width, lanes]
     owner = torch.from_numpy(layout.owner).to(device).view(-1)
     peak = torch.zeros(len(layout.views) + 1, device=device)
     peak.scatter_reduce_(0, owner, _row_max(squeezed).view(-1), "amax")
@@ -404,61 +397,105 @@ def _v2_render(layout: _Layout, cell: torch.Tensor, value: torch.Tensor, image: 
     image.view(-1, V2_IMAGE)[:, layout.column : layout.column + width].index_copy_(0, target, maps.view(-1, width))
 
 
-def _max_pool(grid: torch.Tensor, pooled_rows: torch.Tensor, pooled: torch.Tensor, layout: _Layout) -> None:
-    """The 7x7 max-pool of the strips in `grid` (after its padding rows) into `pooled[:cells]`.
+def _squeeze(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor, layout: _Layout, cell: torch.Tensor):
+    """The strips in `grid` 7x7 max-pooled, smoothed and maxed over slices: `[rows, width, lanes]`, in `spare`.
 
-    On a CPU, OpenCV's dilation, twice as fast as torch's window maxima
-    there; on CUDA, the window maxima. Both are exact: the same maps.
+    Leaves `grid` all zero for the next pass and `pooled` free. On a CPU,
+    OpenCV and numpy in bands of rows, about twice as fast as torch there;
+    on CUDA, torch. Both give the same maps, bit for bit.
     """
-    if grid.device.type != "cpu":
-        _window_pool(grid, pooled_rows, pooled, layout)
-        return
-    cells, pad = layout.cells, layout.pad_rows * layout.row_step
-    shape = (layout.slices, layout.rows, layout.width, layout.lanes)
-    _dilate(grid[pad : pad + cells].numpy().reshape(shape), pooled[:cells].numpy().reshape(shape))
+    if grid.device.type == "cpu":
+        return _squeeze_in_bands(grid, spare, layout, cell)
+    return _squeeze_torch(grid, spare, pooled, layout, cell)
 
 
-def _window_pool(grid: torch.Tensor, pooled_rows: torch.Tensor, pooled: torch.Tensor, layout: _Layout) -> None:
-    """The max-pool as flat strided maxima along rows, into `pooled_rows`, then along columns.
+def _squeeze_torch(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor, layout: _Layout, cell):
+    """`_squeeze` in torch ops: the pooling as flat strided maxima along rows, into `spare`, then along columns.
 
     The buffers' padding rows keep the centred windows inside them.
     """
-    lanes, row_step, cells, pad = layout.lanes, layout.row_step, layout.cells, layout.pad_rows * layout.row_step
-    pooled_rows[:pad].zero_()
-    pooled_rows[pad + cells :].zero_()
+    lanes, width, rows, cells = layout.lanes, layout.width, layout.rows, layout.cells
+    pad = layout.pad_rows * layout.row_step
+    spare[:pad].zero_()
+    spare[pad + cells :].zero_()
     reach = layout.pad_rows * lanes  # a row window's cells on either side
-    _window_max(grid[pad - reach : pad + cells + reach], lanes, pooled_rows[pad:])
-    _window_max(pooled_rows, row_step, pooled)
+    _window_max(grid[pad - reach : pad + cells + reach], lanes, spare[pad:])
+    _window_max(spare, layout.row_step, pooled)
+    if len(cell) > cells // 16:
+        grid.zero_()
+    else:
+        grid.index_fill_(0, cell, 0)
+    kernel = _gaussian_kernel(grid.device).expand(lanes, 1, 3, 3).contiguous()
+    slices = pooled[:cells].view(layout.slices, rows, width, lanes).permute(0, 3, 1, 2)
+    smooth = F.conv2d(slices, kernel, padding=1, groups=lanes)
+    return torch.amax(smooth.permute(0, 2, 3, 1), dim=0, out=spare[: rows * width * lanes].view(rows, width, lanes))
+
+
+def _squeeze_in_bands(grid: torch.Tensor, spare: torch.Tensor, layout: _Layout, cell: torch.Tensor) -> torch.Tensor:
+    """`_squeeze` on a CPU: OpenCV's dilation and 3x3 filter and numpy's maximum, on bands of strip rows at once.
+
+    Each of torch's threads takes a band of rows (the calling thread the
+    first) and works through it in chunks of `V2_CHUNK_CELLS`, all slices of
+    a chunk in turn: dilate, smooth, and max into the result. A chunk reads
+    the 4 rows past each of its ends that its pooling and smoothing reach,
+    and its working images stay in the core's cache. At a strip's own first
+    and last rows the pooled slice is 0 (empty margin rows), so OpenCV's
+    edges (cells left out of the max, 0 in the filter) agree with the dense
+    chain.
+    """
+    slices, rows, width, lanes = layout.slices, layout.rows, layout.width, layout.lanes
+    pad = layout.pad_rows * layout.row_step
+    strips = grid[pad : pad + layout.cells].numpy().reshape(slices, rows, width, lanes)
+    squeezed = spare[: rows * width * lanes].view(rows, width, lanes)
+    result = squeezed.numpy()
+    chunk_rows = max(1, V2_CHUNK_CELLS // (width * lanes))
+    reach = V2_MARGIN  # rows a chunk's outputs read beyond it: 3 for the pooling, 1 for the smoothing
+    kernel = _gaussian_kernel_numpy()
+
+    def run(first: int, last: int) -> None:
+        dilated, smoothed = _band_buffers((chunk_rows + 2 * reach) * width * lanes)
+        for top in range(first, last, chunk_rows):
+            bottom = min(top + chunk_rows, last)
+            low, high = max(top - reach, 0), min(bottom + reach, rows)
+            size = (high - low) * width * lanes
+            middle, target = dilated[:size].reshape(-1, width, lanes), smoothed[:size].reshape(-1, width, lanes)
+            out = result[top:bottom]
+            for index in range(slices):
+                cv2.dilate(strips[index, low:high], _POOL_KERNEL, dst=middle, borderType=cv2.BORDER_CONSTANT)
+                cv2.filter2D(middle, -1, kernel, dst=target, borderType=cv2.BORDER_CONSTANT)
+                kept = target[top - low : bottom - low]
+                if index == 0:
+                    np.copyto(out, kept)
+                else:
+                    np.maximum(out, kept, out=out)
+
+    edges = np.linspace(0, rows, min(torch.get_num_threads(), rows) + 1).round().astype(int)
+    pending = [_band_workers(len(edges) - 2).submit(run, *edges[i : i + 2]) for i in range(1, len(edges) - 1)]
+    run(*edges[:2])
+    for job in pending:
+        job.result()
+    if len(cell) > layout.cells // 16:  # all zero again for the next pass
+        grid.zero_()
+    else:
+        grid.index_fill_(0, cell, 0)
+    return squeezed
+
+
+def _band_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's two working images of at least `size` cells, kept: fresh ones page-fault."""
+    buffers = _CPU_SCRATCH.__dict__.get("bands")
+    if buffers is None or buffers[0].size < size:
+        buffers = _CPU_SCRATCH.bands = (np.empty(size, np.float32), np.empty(size, np.float32))
+    return buffers
 
 
 _POOL_KERNEL = np.ones((V2_POOL, V2_POOL), dtype=np.uint8)
 
 
 @functools.cache
-def _dilate_workers(count: int) -> ThreadPoolExecutor:
-    """`count` threads for the dilation bands past the first, made on first use."""
-    return ThreadPoolExecutor(count, thread_name_prefix="clipcli-dilate")
-
-
-def _dilate(strips: np.ndarray, out: np.ndarray) -> None:
-    """7x7 dilation of `[slices, rows, width, lanes]` strips into `out`, in bands of slices on torch's CPU threads.
-
-    Every lane of a strip starts and ends with empty margin rows, so a band
-    of slices dilates alone (cells past its edges left out) exactly as
-    within the whole. One OpenCV dilation of this image keeps to one core;
-    the bands run at once, the calling thread taking the first.
-    """
-    bands = np.array_split(np.arange(len(strips)), min(torch.get_num_threads(), len(strips)))
-
-    def dilate(band: np.ndarray) -> None:
-        first, last = band[0], band[-1] + 1
-        image = strips[first:last].reshape(-1, *strips.shape[2:])
-        cv2.dilate(image, _POOL_KERNEL, dst=out[first:last].reshape(image.shape), borderType=cv2.BORDER_CONSTANT)
-
-    pending = [_dilate_workers(len(bands) - 1).submit(dilate, band) for band in bands[1:]]
-    dilate(bands[0])
-    for job in pending:
-        job.result()
+def _band_workers(count: int) -> ThreadPoolExecutor:
+    """`count` threads for the bands of rows past the first, made on first use."""
+    return ThreadPoolExecutor(count, thread_name_prefix="clipcli-v2-band")
 
 
 def _row_max(x: torch.Tensor) -> torch.Tensor:
@@ -502,6 +539,12 @@ def _gaussian_kernel(device: torch.device) -> torch.Tensor:
     """The official normalised 3x3 Gaussian, `[3,3]` float32."""
     taps = _gaussian_taps()
     return torch.outer(taps, taps).to(device)
+
+
+@functools.cache
+def _gaussian_kernel_numpy() -> np.ndarray:
+    """`_gaussian_kernel` for OpenCV."""
+    return _gaussian_kernel(torch.device("cpu")).numpy()
 
 
 # ---------------------------------------------------------------- what CLIP sees
