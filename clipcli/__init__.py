@@ -4,9 +4,9 @@ import os
 import warnings
 
 # torch's CPU thread pool (libgomp) keeps its threads spinning after each parallel op, 300,000 iterations by
-# default: 10-20 ms on recent Intel cores, where a spin-wait pause is slow. Those threads then hold the cores that
-# OpenCV work between torch ops needs (the PointCLIP V2 dilation bands: 25% slower end to end). A short spin keeps
-# back-to-back torch ops as fast. It counts only when set before torch loads; a value already set wins.
+# default: about 6 ms on a recent Intel core, where a spin-wait pause is slow. Those threads then hold the cores that
+# OpenCV work between torch ops needs (PointCLIP V2's projection runs about 20% slower on 2 cores). A short spin
+# keeps back-to-back torch ops as fast. It counts only when set before torch loads; a value already set wins.
 os.environ.setdefault("GOMP_SPINCOUNT", "10000")
 
 # OpenAI's `clip` imports pkg_resources, which warns on import; keep that noise

@@ -421,10 +421,7 @@ def _squeeze_torch(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor
     reach = layout.pad_rows * lanes  # a row window's cells on either side
     _window_max(grid[pad - reach : pad + cells + reach], lanes, spare[pad:])
     _window_max(spare, layout.row_step, pooled)
-    if len(cell) > cells // 16:
-        grid.zero_()
-    else:
-        grid.index_fill_(0, cell, 0)
+    _clear(grid, cell, cells)
     kernel = _gaussian_kernel(grid.device).expand(lanes, 1, 3, 3).contiguous()
     slices = pooled[:cells].view(layout.slices, rows, width, lanes).permute(0, 3, 1, 2)
     smooth = F.conv2d(slices, kernel, padding=1, groups=lanes)
@@ -474,11 +471,16 @@ def _squeeze_in_bands(grid: torch.Tensor, spare: torch.Tensor, layout: _Layout, 
     run(*edges[:2])
     for job in pending:
         job.result()
-    if len(cell) > layout.cells // 16:  # all zero again for the next pass
+    _clear(grid, cell, layout.cells)
+    return squeezed
+
+
+def _clear(grid: torch.Tensor, cell: torch.Tensor, cells: int) -> None:
+    """Zero the grid again for the next pass: only the voxels' cells when they are few."""
+    if len(cell) > cells // 16:
         grid.zero_()
     else:
         grid.index_fill_(0, cell, 0)
-    return squeezed
 
 
 def _band_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
