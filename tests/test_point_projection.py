@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import multiprocessing
+import os
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -306,6 +308,28 @@ def test_v2_row_max_folds_odd_and_even_widths():
     x = torch.randn(5, 13, 8, generator=torch.Generator().manual_seed(0))
     for width in (1, 2, 7, 13):
         assert torch.equal(projection._row_max(x[:, :width]), x[:, :width].amax(dim=1))
+
+
+def band_helpers_answer(queue):
+    try:
+        queue.put(projection._band_workers(1).submit(int, 7).result(timeout=5))
+    except Exception as error:  # reported to the parent
+        queue.put(repr(error))
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_v2_band_helpers_work_in_a_forked_child():
+    # The parent's helper threads do not survive a fork; a child must make its own instead of queueing forever.
+    assert projection._band_workers(1).submit(int, 3).result() == 3
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=band_helpers_answer, args=(queue,))
+    child.start()
+    child.join(20)
+    if child.is_alive():
+        child.kill()
+    assert queue.get(timeout=5) == 7
 
 
 def test_v2_threads_keep_their_own_buffers():

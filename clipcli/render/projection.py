@@ -13,6 +13,7 @@ columns from its y axis.
 from __future__ import annotations
 
 import functools
+import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -498,6 +499,10 @@ _POOL_KERNEL = np.ones((V2_POOL, V2_POOL), dtype=np.uint8)
 def _band_workers(count: int) -> ThreadPoolExecutor:
     """`count` threads for the bands of rows past the first, made on first use."""
     return ThreadPoolExecutor(count, thread_name_prefix="clipcli-v2-band")
+
+
+# A forked child has none of its parent's threads: it must make its own helpers, or wait for the dead ones forever.
+os.register_at_fork(after_in_child=_band_workers.cache_clear)
 
 
 def _row_max(x: torch.Tensor) -> torch.Tensor:
