@@ -402,7 +402,7 @@ def _squeeze(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor, layo
     """The strips in `grid` 7x7 max-pooled, smoothed and maxed over slices: `[rows, width, lanes]`, in `spare`.
 
     Leaves `grid` all zero for the next pass and `pooled` free. On a CPU,
-    OpenCV and numpy in bands of rows, about twice as fast as torch there;
+    OpenCV and numpy in bands of rows, 1.5-2 times as fast as torch there;
     on CUDA, torch. Both give the same maps, bit for bit.
     """
     if grid.device.type == "cpu":
