@@ -289,8 +289,8 @@ def test_batch_equals_single_and_chunks_do_not_matter(monkeypatch):
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
 def test_v2_opencv_in_bands_equals_torch(monkeypatch, threads):
-    # The CPU pools and smooths with OpenCV, in bands of depth slices on torch's threads (4 threads: bands of 1-2
-    # slices); CUDA pools with strided window maxima and smooths with torch. Both give the same maps, bit for bit.
+    # The CPU pools and smooths with OpenCV, one band of strip rows per torch thread, in chunks with overlapping
+    # edge rows; CUDA pools with strided window maxima and smooths with torch. Both give the same maps, bit for bit.
     batch = clouds((sphere_points, 11), (cube_points, 12), (cylinder_points, 13))
     batch[1] *= torch.tensor([1.0, 0.3, 2.0])
     previous = torch.get_num_threads()

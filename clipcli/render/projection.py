@@ -83,7 +83,8 @@ V2_LANES = 8  # views side by side in one image pass: a full vector of lanes for
 V2_PASS_CELLS_CPU, V2_PASS_CELLS_CUDA = 1 << 21, 1 << 26  # cells per image pass: in cache on a CPU, large on a GPU
 V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points per voxelisation pass (whole clouds)
 V2_CHUNK_CELLS = 1 << 16  # strip cells a CPU thread pools and smooths at a time: two such images stay in its cache
-# The image passes' CPU buffers (3 x 9 MB), kept per thread from call to call: fresh ones page-fault every time.
+# Per thread, kept from call to call (fresh big buffers page-fault every time): the image passes' CPU buffers
+# (3 x 9 MB) and, in band threads, their two chunk-sized working images.
 _CPU_SCRATCH = threading.local()
 
 
@@ -212,13 +213,12 @@ def _v2_normalised(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _v2_cells(coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """Normalised `[P,3,K]` coordinates -> official grid row, col, value and depth slice, all `[P,K]`.
 
-    Indices are int32: half the memory traffic of int64 in the cell formula.
-
     The official float32 steps, merged only where that is exact: (x + 1) / 2 * 112
     is (x + 1) * 56. Every step is monotone, so a view's extreme points give
     its extreme rows, columns and slices. Coordinates in [-1, 1] put rows and
     columns in [12, 101] (0.8 keeps the object off the image border) and
-    slices in [1, 6].
+    slices in [1, 6]. Indices are int32: half the memory traffic of int64 in
+    the cell formula.
     """
     resolution, depth = V2_RESOLUTION, V2_DEPTH
     cells = (coords[:, :2] * V2_OBJECT_RATIO).add_(1).mul_(resolution / 2).ceil_().clamp_(1, resolution - 2).int()
@@ -410,7 +410,7 @@ def _squeeze(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor, layo
     return _squeeze_torch(grid, spare, pooled, layout, cell)
 
 
-def _squeeze_torch(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor, layout: _Layout, cell):
+def _squeeze_torch(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor, layout: _Layout, cell: torch.Tensor):
     """`_squeeze` in torch ops: the pooling as flat strided maxima along rows, into `spare`, then along columns.
 
     The buffers' padding rows keep the centred windows inside them.
