@@ -171,11 +171,13 @@ def test_v2_equals_the_official_dense_chain():
     assert ours.min() == 0.0 and ours.max() == 1.0  # deepest voxel black, background white
 
 
-def test_v2_equals_the_official_chain_over_several_passes(monkeypatch):
-    # Voxel passes of 4 clouds cut into image passes of a few views each; two far-apart clusters leave empty depth
-    # slices inside some views' range, and a flat cloud has no extent along one axis.
+@pytest.mark.parametrize("renderer", ["compiled", "torch"])
+def test_v2_equals_the_official_chain_over_several_passes(monkeypatch, renderer):
+    # Rotation passes of 4 clouds; in torch, image passes of a few views each. Two far-apart clusters leave empty
+    # depth slices inside some views' range, and a flat cloud has no extent along one axis.
     monkeypatch.setattr(projection, "V2_PASS_CELLS_CPU", 300_000)
     monkeypatch.setattr(projection, "V2_VOXEL_POINTS_CPU", 2000)
+    use_renderer(monkeypatch, renderer)
     batch = torch.randn(7, 500, 3, generator=torch.Generator().manual_seed(0))
     batch[1, :250] = batch[1, :250] * 0.2 + torch.tensor([0.0, 0.0, 6.0])
     batch[1, 250:] *= 0.2
@@ -185,6 +187,12 @@ def test_v2_equals_the_official_chain_over_several_passes(monkeypatch):
     gaps = [len(set(view.tolist())) < int(view.max() - view.min()) + 1 for view in slices]
     assert any(gaps)  # the case this test is for
     torch.testing.assert_close(project_v2(batch), official_v2(batch), rtol=0, atol=2e-6)
+
+
+def use_renderer(monkeypatch, name):
+    """Make `project_v2` on a CPU use the compiled loops (its default) or the torch chain CUDA uses."""
+    chosen = projection._v2_render_compiled if name == "compiled" else projection._v2_render_torch
+    monkeypatch.setattr(projection, "_v2_renderer", lambda device: chosen)
 
 
 def test_v2_bounds_from_extreme_points_match_the_voxels():
@@ -277,31 +285,45 @@ def test_v2_is_invariant_to_translation_and_scale():
         assert differs.float().mean() < 0.005  # at most a rare voxel-boundary tie flips
 
 
-def test_batch_equals_single_and_chunks_do_not_matter(monkeypatch):
+@pytest.mark.parametrize("renderer", ["compiled", "torch"])
+def test_batch_equals_single_and_chunks_do_not_matter(monkeypatch, renderer):
+    use_renderer(monkeypatch, renderer)
     batch = clouds((sphere_points, 5), (cube_points, 6), (cylinder_points, 7))
     v2, v1 = project_v2(batch), project_v1(batch)
     for i in range(3):
         assert torch.equal(project_v2(batch[i : i + 1])[0], v2[i])
         assert torch.equal(project_v1(batch[i : i + 1])[0], v1[i])
-    monkeypatch.setattr(projection, "V2_PASS_CELLS_CPU", 1)  # one view per image pass
+    monkeypatch.setattr(projection, "V2_PASS_CELLS_CPU", 1)  # torch: one view per image pass
+    monkeypatch.setattr(projection, "V2_VOXEL_POINTS_CPU", 1)  # one cloud rotated at a time
     assert torch.equal(project_v2(batch), v2)
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
-def test_v2_opencv_in_bands_equals_torch(monkeypatch, threads):
-    # The CPU pools and smooths with OpenCV, one band of strip rows per torch thread, in chunks with overlapping
-    # edge rows; CUDA pools with strided window maxima and smooths with torch. Both give the same maps, bit for bit.
-    batch = clouds((sphere_points, 11), (cube_points, 12), (cylinder_points, 13))
+def test_v2_compiled_loops_equal_torch(monkeypatch, threads):
+    # On a CPU each view is one compiled loop, the views split between threads; CUDA runs the torch chain (pooling
+    # as strided window maxima, smoothing as a convolution). Both give the same maps, bit for bit, whatever the
+    # number of points, the shape, or how many views each thread takes.
+    batch = clouds((sphere_points, 11), (cube_points, 12), (cylinder_points, 13), (sphere_points, 14), n=2048)
     batch[1] *= torch.tensor([1.0, 0.3, 2.0])
+    batch[3, :, 2] = batch[3, :, 2] * 1e-3  # nearly flat: its views squeeze to few depth slices or thin boxes
+    few = torch.tensor([[[0.0, 0.0, 0.0], [1.0, 0.5, -0.25], [0.2, -1.0, 0.7]]])
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        dilated = project_v2(batch)
-        monkeypatch.setattr(projection, "_squeeze", projection._squeeze_torch)
-        windowed = project_v2(batch)
+        compiled = [project_v2(batch), project_v2(batch[:, :700]), project_v2(few)]
+        use_renderer(monkeypatch, "torch")
+        chained = [project_v2(batch), project_v2(batch[:, :700]), project_v2(few)]
     finally:
         torch.set_num_threads(previous)
-    assert torch.equal(dilated, windowed)
+    for ours, theirs in zip(compiled, chained, strict=True):
+        assert torch.equal(ours, theirs)
+
+
+def test_v2_compiled_loops_refuse_a_cloud_with_no_extent_among_good_ones():
+    batch = clouds((sphere_points, 15), (cube_points, 16))
+    batch[1] = torch.tensor([0.5, -0.5, 2.0])  # every point the same
+    with pytest.raises(BadInputError, match="no extent"):
+        project_v2(batch)
 
 
 def test_v2_row_max_folds_odd_and_even_widths():
@@ -310,21 +332,21 @@ def test_v2_row_max_folds_odd_and_even_widths():
         assert torch.equal(projection._row_max(x[:, :width]), x[:, :width].amax(dim=1))
 
 
-def band_helpers_answer(queue):
+def view_helpers_answer(queue):
     try:
-        queue.put(projection._band_workers(1).submit(int, 7).result(timeout=5))
+        queue.put(projection._view_workers(1).submit(int, 7).result(timeout=5))
     except Exception as error:  # reported to the parent
         queue.put(repr(error))
 
 
 @pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="no fork on this platform")
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
-def test_v2_band_helpers_work_in_a_forked_child():
+def test_v2_view_helpers_work_in_a_forked_child():
     # The parent's helper threads do not survive a fork; a child must make its own instead of queueing forever.
-    assert projection._band_workers(1).submit(int, 3).result() == 3
+    assert projection._view_workers(1).submit(int, 3).result() == 3
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
-    child = context.Process(target=band_helpers_answer, args=(queue,))
+    child = context.Process(target=view_helpers_answer, args=(queue,))
     child.start()
     child.join(20)
     if child.is_alive():

@@ -18,7 +18,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -79,12 +78,11 @@ V2_BIAS_ANGLES = ((0.0, PI / 9, 0.0),) * 8 + ((0.0, PI / 15, 0.0),) * 2
 V2_VIEW_NAMES = ("az 45", "az 135", "az 225", "az 315", "az 0", "az 90", "az 180", "az 270", "top", "bottom")
 V2_NUM_VIEWS = len(V2_ANGLES)
 V2_MARGIN = 4  # empty cells kept around a view's voxels: the pooling reaches 3 cells, the smoothing 1 more
-V2_LANES = 8  # views side by side in one image pass: a full vector of lanes for every CPU step
-V2_PASS_CELLS_CPU, V2_PASS_CELLS_CUDA = 1 << 21, 1 << 26  # cells per image pass: in cache on a CPU, large on a GPU
-V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points per voxelisation pass (whole clouds)
-V2_CHUNK_CELLS = 1 << 16  # strip cells a CPU thread pools and smooths at a time: two such images stay in its cache
-# Per thread, kept from call to call (fresh big buffers page-fault every time): the image passes' CPU buffers
-# (3 x 9 MB) and, in band threads, their two chunk-sized working images.
+V2_LANES = 8  # views side by side in one image pass (the torch path): a full vector of lanes
+V2_PASS_CELLS_CPU, V2_PASS_CELLS_CUDA = 1 << 21, 1 << 26  # cells per image pass of the torch path
+V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points rotated at a time (whole clouds)
+NO_EXTENT = "a cloud has no extent: all of its points coincide"
+# Per thread, kept from call to call (fresh big buffers page-fault every time): the torch path's buffers on a CPU.
 _CPU_SCRATCH = threading.local()
 
 
@@ -169,7 +167,9 @@ def project_v2(points: torch.Tensor) -> torch.Tensor:
     depth; then a 7x7 max-pool densifies each depth slice, a 3x3 Gaussian
     (sigma 3) smooths it, the slices are squeezed by max, and the image is
     inverted, 1 - img / max(img): a white background and the deepest voxel
-    black. Invariant to translating and scaling the cloud.
+    black. Invariant to translating and scaling the cloud. On a CPU the
+    per-view work is one compiled loop (`v2_cpu`); elsewhere it is torch.
+    Both give the same maps, bit for bit.
     """
     points = _check_points(points)
     batch, count, _ = points.shape
@@ -177,14 +177,41 @@ def project_v2(points: torch.Tensor) -> torch.Tensor:
     if batch == 0:
         return maps
     bias = rotation_matrices(V2_BIAS_ANGLES).transpose(1, 2).to(points.device)
-    scratch = _CPU_SCRATCH.__dict__.setdefault("buffers", []) if points.device.type == "cpu" else []
-    # Voxelising is cheap per point but many small steps, so it runs on many clouds at once.
+    render = _v2_renderer(points.device)
+    # Rotated views take 30 floats per point: done for a bounded number of points at a time.
     clouds = max(1, (V2_VOXEL_POINTS_CUDA if points.device.type == "cuda" else V2_VOXEL_POINTS_CPU) // count)
     for part, out in zip(points.split(clouds), maps.split(clouds), strict=True):
-        view_points = torch.matmul(_rotate(part, V2_ANGLES), bias[None]).flatten(0, 1)
-        coords, extremes = _v2_normalised(view_points)
-        _v2_image(*_v2_cells(coords), out=out.flatten(0, 1), bounds=_v2_bounds(*_v2_cells(extremes)), scratch=scratch)
+        render(torch.matmul(_rotate(part, V2_ANGLES), bias[None]).flatten(0, 1), out.flatten(0, 1))
     return maps
+
+
+def _v2_renderer(device: torch.device):
+    """What turns `[P,N,3]` rotated views into `[P,110,110]` maps: compiled loops on a CPU, torch elsewhere."""
+    return _v2_render_compiled if device.type == "cpu" else _v2_render_torch
+
+
+def _v2_render_torch(view_points: torch.Tensor, out: torch.Tensor) -> None:
+    """Rotated views -> maps in `out`, in torch: voxels of all views at once, then image passes of packed views."""
+    scratch = _CPU_SCRATCH.__dict__.setdefault("buffers", []) if out.device.type == "cpu" else []
+    coords, extremes = _v2_normalised(view_points)
+    _v2_image(*_v2_cells(coords), out=out, bounds=_v2_bounds(*_v2_cells(extremes)), scratch=scratch)
+
+
+def _v2_render_compiled(view_points: torch.Tensor, out: torch.Tensor) -> None:
+    """Rotated views -> maps in `out` on a CPU: `v2_cpu.render_views`, the views split between torch's threads."""
+    from clipcli.render import v2_cpu  # compiles on first use (cached on disk): only V2 on a CPU pays for it
+
+    arguments = (view_points.contiguous().numpy(), _gaussian_kernel_numpy(), out.numpy())
+    degenerate = np.zeros(len(view_points), dtype=bool)
+    edges = np.linspace(0, len(view_points), min(torch.get_num_threads(), len(view_points)) + 1).round().astype(int)
+    shares = list(zip(edges[:-1], edges[1:], strict=True))  # the calling thread takes the first
+    helpers = [_view_workers(len(shares) - 1).submit(v2_cpu.render_views, *arguments, degenerate, *share)
+               for share in shares[1:]]  # fmt: skip
+    v2_cpu.render_views(*arguments, degenerate, *shares[0])
+    for helper in helpers:
+        helper.result()
+    if degenerate.any():
+        raise BadInputError(NO_EXTENT)
 
 
 def _v2_voxels(points: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -204,7 +231,7 @@ def _v2_normalised(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     high, low = coords.amax(dim=2), coords.amin(dim=2)  # max/min with indices: 6x slower
     extent = (high - low).max(dim=1)[0][:, None, None]
     if not bool((extent > 0).all()):
-        raise BadInputError("a cloud has no extent: all of its points coincide")
+        raise BadInputError(NO_EXTENT)
     centre = ((high + low) / 2)[:, :, None]
     extremes = torch.stack([low, high], dim=2).sub_(centre).div_(extent / 2)
     return coords.sub_(centre).div_(extent / 2), extremes
@@ -401,19 +428,9 @@ def _v2_render(layout: _Layout, cell: torch.Tensor, value: torch.Tensor, image: 
 def _squeeze(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor, layout: _Layout, cell: torch.Tensor):
     """The strips in `grid` 7x7 max-pooled, smoothed and maxed over slices: `[rows, width, lanes]`, in `spare`.
 
-    Leaves `grid` all zero for the next pass and `pooled` free. On a CPU,
-    OpenCV and numpy in bands of rows, 1.5-2 times as fast as torch there;
-    on CUDA, torch. Both give the same maps, bit for bit.
-    """
-    if grid.device.type == "cpu":
-        return _squeeze_in_bands(grid, spare, layout, cell)
-    return _squeeze_torch(grid, spare, pooled, layout, cell)
-
-
-def _squeeze_torch(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor, layout: _Layout, cell: torch.Tensor):
-    """`_squeeze` in torch ops: the pooling as flat strided maxima along rows, into `spare`, then along columns.
-
-    The buffers' padding rows keep the centred windows inside them.
+    The pooling is flat strided maxima along rows, into `spare`, then along
+    columns; the buffers' padding rows keep the centred windows inside them.
+    Leaves `grid` all zero for the next pass and `pooled` free.
     """
     lanes, width, rows, cells = layout.lanes, layout.width, layout.rows, layout.cells
     pad = layout.pad_rows * layout.row_step
@@ -429,53 +446,6 @@ def _squeeze_torch(grid: torch.Tensor, spare: torch.Tensor, pooled: torch.Tensor
     return torch.amax(smooth.permute(0, 2, 3, 1), dim=0, out=spare[: rows * width * lanes].view(rows, width, lanes))
 
 
-def _squeeze_in_bands(grid: torch.Tensor, spare: torch.Tensor, layout: _Layout, cell: torch.Tensor) -> torch.Tensor:
-    """`_squeeze` on a CPU: OpenCV's dilation and 3x3 filter and numpy's maximum, on bands of strip rows at once.
-
-    Each of torch's threads takes a band of rows (the calling thread the
-    first) and works through it in chunks of `V2_CHUNK_CELLS`, all slices of
-    a chunk in turn: dilate, smooth, and max into the result. A chunk reads
-    the 4 rows past each of its ends that its pooling and smoothing reach,
-    and its working images stay in the core's cache. At a strip's own first
-    and last rows the pooled slice is 0 (empty margin rows), so OpenCV's
-    edges (cells left out of the max, 0 in the filter) agree with the dense
-    chain.
-    """
-    slices, rows, width, lanes = layout.slices, layout.rows, layout.width, layout.lanes
-    pad = layout.pad_rows * layout.row_step
-    strips = grid[pad : pad + layout.cells].numpy().reshape(slices, rows, width, lanes)
-    squeezed = spare[: rows * width * lanes].view(rows, width, lanes)
-    result = squeezed.numpy()
-    chunk_rows = max(1, V2_CHUNK_CELLS // (width * lanes))
-    reach = V2_MARGIN  # rows a chunk's outputs read beyond it: 3 for the pooling, 1 for the smoothing
-    kernel = _gaussian_kernel_numpy()
-
-    def run(first: int, last: int) -> None:
-        dilated, smoothed = _band_buffers((chunk_rows + 2 * reach) * width * lanes)
-        for top in range(first, last, chunk_rows):
-            bottom = min(top + chunk_rows, last)
-            low, high = max(top - reach, 0), min(bottom + reach, rows)
-            size = (high - low) * width * lanes
-            middle, target = dilated[:size].reshape(-1, width, lanes), smoothed[:size].reshape(-1, width, lanes)
-            out = result[top:bottom]
-            for index in range(slices):
-                cv2.dilate(strips[index, low:high], _POOL_KERNEL, dst=middle, borderType=cv2.BORDER_CONSTANT)
-                cv2.filter2D(middle, -1, kernel, dst=target, borderType=cv2.BORDER_CONSTANT)
-                kept = target[top - low : bottom - low]
-                if index == 0:
-                    np.copyto(out, kept)
-                else:
-                    np.maximum(out, kept, out=out)
-
-    edges = np.linspace(0, rows, min(torch.get_num_threads(), rows) + 1).round().astype(int)
-    pending = [_band_workers(len(edges) - 2).submit(run, *edges[i : i + 2]) for i in range(1, len(edges) - 1)]
-    run(*edges[:2])
-    for job in pending:
-        job.result()
-    _clear(grid, cell, layout.cells)
-    return squeezed
-
-
 def _clear(grid: torch.Tensor, cell: torch.Tensor, cells: int) -> None:
     """Zero the grid again for the next pass: only the voxels' cells when they are few."""
     if len(cell) > cells // 16:
@@ -484,25 +454,14 @@ def _clear(grid: torch.Tensor, cell: torch.Tensor, cells: int) -> None:
         grid.index_fill_(0, cell, 0)
 
 
-def _band_buffers(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """This thread's two working images of at least `size` cells, kept: fresh ones page-fault."""
-    buffers = _CPU_SCRATCH.__dict__.get("bands")
-    if buffers is None or buffers[0].size < size:
-        buffers = _CPU_SCRATCH.bands = (np.empty(size, np.float32), np.empty(size, np.float32))
-    return buffers
-
-
-_POOL_KERNEL = np.ones((V2_POOL, V2_POOL), dtype=np.uint8)
-
-
 @functools.cache
-def _band_workers(count: int) -> ThreadPoolExecutor:
-    """`count` threads for the bands of rows past the first, made on first use."""
-    return ThreadPoolExecutor(count, thread_name_prefix="clipcli-v2-band")
+def _view_workers(count: int) -> ThreadPoolExecutor:
+    """`count` threads for the compiled V2 views past the first share, made on first use."""
+    return ThreadPoolExecutor(count, thread_name_prefix="clipcli-v2-views")
 
 
 # A forked child has none of its parent's threads: it must make its own helpers, or wait for the dead ones forever.
-os.register_at_fork(after_in_child=_band_workers.cache_clear)
+os.register_at_fork(after_in_child=_view_workers.cache_clear)
 
 
 def _row_max(x: torch.Tensor) -> torch.Tensor:
@@ -550,7 +509,7 @@ def _gaussian_kernel(device: torch.device) -> torch.Tensor:
 
 @functools.cache
 def _gaussian_kernel_numpy() -> np.ndarray:
-    """`_gaussian_kernel` for OpenCV."""
+    """`_gaussian_kernel` for the compiled CPU path."""
     return _gaussian_kernel(torch.device("cpu")).numpy()
 
 
