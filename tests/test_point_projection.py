@@ -383,3 +383,11 @@ def test_bad_point_tensors_are_refused():
         project_v1(torch.tensor([[[0.0, float("nan"), 0.0]]]))
     with pytest.raises(BadInputError, match="no extent"):
         project_v2(torch.ones(1, 5, 3))
+    sphere = clouds((sphere_points, 17), n=64)
+    for renderer in (projection._v2_render_compiled, projection._v2_render_torch):
+        # Too small to normalise (the half extent would be subnormal), or large enough to overflow when rotated.
+        with pytest.raises(BadInputError, match="no extent"):
+            renderer(sphere.repeat_interleave(10, dim=0) * 1e-31, torch.empty(10, 110, 110))
+    with pytest.raises(BadInputError, match="beyond 1e"):
+        project_v1(sphere * 1e31)
+    assert torch.equal(project_v2(sphere * 1e29), project_v2(sphere * 1e29 * 2.0))  # still fine, and exact

@@ -81,6 +81,8 @@ V2_MARGIN = 4  # empty cells kept around a view's voxels: the pooling reaches 3 
 V2_LANES = 8  # views side by side in one image pass (the torch path): a full vector of lanes
 V2_PASS_CELLS_CPU, V2_PASS_CELLS_CUDA = 1 << 21, 1 << 26  # cells per image pass of the torch path
 V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points rotated at a time (whole clouds)
+# Inputs both paths can normalise exactly: rotations stay finite, and every view's half extent is a normal float.
+MAX_COORDINATE, V2_MIN_EXTENT = 1e30, 1e-30
 NO_EXTENT = "a cloud has no extent: all of its points coincide"
 # Per thread, kept from call to call (fresh big buffers page-fault every time): the torch path's buffers on a CPU.
 _CPU_SCRATCH = threading.local()
@@ -103,8 +105,11 @@ def _check_points(points: torch.Tensor) -> torch.Tensor:
     if points.ndim != 3 or points.shape[-1] != 3 or points.shape[1] == 0:
         raise BadInputError(f"points must be [B, N, 3] with N >= 1, got {list(points.shape)}")
     points = points.float()
-    if not bool(torch.isfinite(points).all()):
+    largest = float(points.abs().amax()) if points.numel() else 0.0
+    if not np.isfinite(largest):
         raise BadInputError("points contain NaN or infinite coordinates")
+    if largest > MAX_COORDINATE:  # rotating would overflow float32
+        raise BadInputError(f"points have coordinates beyond {MAX_COORDINATE:g}: scale the cloud down")
     return points
 
 
@@ -230,7 +235,7 @@ def _v2_normalised(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     coords = points.transpose(1, 2).clone(memory_format=torch.contiguous_format)  # normalised in place below
     high, low = coords.amax(dim=2), coords.amin(dim=2)  # max/min with indices: 6x slower
     extent = (high - low).max(dim=1)[0][:, None, None]
-    if not bool((extent > 0).all()):
+    if not bool((extent > V2_MIN_EXTENT).all()):
         raise BadInputError(NO_EXTENT)
     centre = ((high + low) / 2)[:, :, None]
     extremes = torch.stack([low, high], dim=2).sub_(centre).div_(extent / 2)

@@ -26,6 +26,7 @@ from clipcli.render.projection import (
     V2_DEPTH_BIAS,
     V2_IMAGE,
     V2_MARGIN,
+    V2_MIN_EXTENT,
     V2_OBJECT_RATIO,
     V2_POOL,
     V2_RESOLUTION,
@@ -41,6 +42,7 @@ _SLICES = V2_DEPTH + 1  # slice indices reach 7 when rounding puts a depth a hai
 _RATIO, _HALF_SIZE = _F(V2_OBJECT_RATIO), _F(V2_RESOLUTION / 2)
 _BIAS, _BIASED_SPAN, _DEPTH_SPAN = _F(V2_DEPTH_BIAS), _F(1 + V2_DEPTH_BIAS), _F(V2_DEPTH - 2)
 _LOW, _HIGH = _F(1), _F(V2_RESOLUTION - 2)  # row and column clamp
+_MIN_EXTENT = _F(V2_MIN_EXTENT)
 _FIRST_ROW = 1 + V2_MARGIN  # a frame starts this many image rows (and columns) before its first voxel
 
 
@@ -73,7 +75,7 @@ def render_views(points, kernel, image, degenerate, start, stop):
     for view in range(start, stop):
         low, high = _extremes(points, view)
         extent = max(high[0] - low[0], high[1] - low[1], high[2] - low[2])
-        if not extent > _F(0):
+        if not extent > _MIN_EXTENT:  # all points coincide (the normalisation would divide by ~0)
             degenerate[view] = True
             continue
         top, bottom, left, right, first, last = _voxels(points, view, low, high, extent, row, col, depth, value, ceiled)
