@@ -13,6 +13,7 @@ columns from its y axis.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -181,13 +182,32 @@ def project_v2(points: torch.Tensor) -> torch.Tensor:
     maps = torch.empty(batch, V2_NUM_VIEWS, V2_IMAGE, V2_IMAGE, device=points.device)
     if batch == 0:
         return maps
-    bias = rotation_matrices(V2_BIAS_ANGLES).transpose(1, 2).to(points.device)
+    rotations = [rotation_matrices(angles).transpose(1, 2).to(points.device) for angles in (V2_ANGLES, V2_BIAS_ANGLES)]
     render = _v2_renderer(points.device)
     # Rotated views take 30 floats per point: done for a bounded number of points at a time.
     clouds = max(1, (V2_VOXEL_POINTS_CUDA if points.device.type == "cuda" else V2_VOXEL_POINTS_CPU) // count)
     for part, out in zip(points.split(clouds), maps.split(clouds), strict=True):
-        render(torch.matmul(_rotate(part, V2_ANGLES), bias[None]).flatten(0, 1), out.flatten(0, 1))
+        render(_v2_views(part, *rotations), out.flatten(0, 1))
     return maps
+
+
+def _v2_views(points: torch.Tensor, main: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """`[B,N,3]` -> `[B*V,N,3]`: p R1^T, then R2^T, as the official batched matmuls (the same kernel, so the same bits).
+
+    On a CPU into buffers kept per thread: fresh ones of this size page-fault
+    on every call, which costs as much as the products.
+    """
+    batch, count, _ = points.shape
+    shape = (batch * V2_NUM_VIEWS, count, 3)
+    if points.device.type != "cpu":
+        return torch.matmul(torch.matmul(points[:, None], main[None]), bias[None]).flatten(0, 1)
+    buffers = _CPU_SCRATCH.__dict__.setdefault("views", [])
+    if not buffers or buffers[0].numel() < math.prod(shape):
+        buffers[:] = [torch.empty(math.prod(shape)) for _ in range(3)]
+    repeated, turned, views = (buffer[: math.prod(shape)].view(shape) for buffer in buffers)
+    repeated.view(batch, V2_NUM_VIEWS, count, 3).copy_(points[:, None])
+    torch.bmm(repeated, main.repeat(batch, 1, 1), out=turned)
+    return torch.bmm(turned, bias.repeat(batch, 1, 1), out=views)
 
 
 def _v2_renderer(device: torch.device):
