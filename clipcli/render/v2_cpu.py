@@ -36,7 +36,7 @@ _F = np.float32
 _U = np.uint64
 _REACH = V2_POOL // 2  # cells the pooling reaches on either side: 3
 _PAD = 2 * _REACH + 2  # room around a view's frame for every window that reads past it
-_SIDE = V2_RESOLUTION + 2 * _PAD  # scratch side: a frame is at most 112 - 2 * 12 + 2 * 4 cells
+_SIDE = V2_RESOLUTION + 2 * _PAD  # scratch side: a frame spans at most rows 12..101 plus margins, 98 cells
 _SLICES = V2_DEPTH + 1  # slice indices reach 7 when rounding puts a depth a hair above 6
 # The official constants as the float32 values torch computes with.
 _RATIO, _HALF_SIZE = _F(V2_OBJECT_RATIO), _F(V2_RESOLUTION / 2)
