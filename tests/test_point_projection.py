@@ -319,6 +319,27 @@ def test_v2_compiled_loops_equal_torch(monkeypatch, threads):
         assert torch.equal(ours, theirs)
 
 
+def test_v2_compiled_loops_work_where_numba_cannot_cache(monkeypatch):
+    # With no writable cache directory numba refuses cache=True; the loops must then compile for this process only.
+    import importlib
+
+    import numba.core.caching
+
+    from clipcli.render import v2_cpu
+
+    batch = clouds((cube_points, 18), n=256)
+    expected = project_v2(batch)
+    monkeypatch.setattr(numba.core.caching.CacheImpl, "_locator_classes", [])
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        numba.njit(cache=True)(lambda x: x)  # what an unwritable install looks like to numba
+    try:
+        importlib.reload(v2_cpu)
+        assert torch.equal(project_v2(batch), expected)
+    finally:
+        monkeypatch.undo()
+        importlib.reload(v2_cpu)  # cached again for the tests after this one
+
+
 def test_v2_compiled_loops_refuse_a_cloud_with_no_extent_among_good_ones():
     batch = clouds((sphere_points, 15), (cube_points, 16))
     batch[1] = torch.tensor([0.5, -0.5, 2.0])  # every point the same

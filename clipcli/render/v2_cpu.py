@@ -56,7 +56,20 @@ def _fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-@numba.njit(nogil=True, cache=True, boundscheck=False, error_model="numpy")
+def _compiled(function):
+    """`function` compiled without the GIL, bounds checks or Python's division errors, cached on disk where it can be.
+
+    numba refuses to cache where no cache directory is writable (read-only
+    installs and homes): then every process compiles it again instead.
+    """
+    options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
+    try:
+        return numba.njit(cache=True, **options)(function)
+    except RuntimeError:
+        return numba.njit(cache=False, **options)(function)
+
+
+@_compiled
 def render_views(points, kernel, image, degenerate, start, stop):
     """Views `start..stop-1` of `points [P,N,3]` (rotated, float32) -> `image [P,110,110]`, written in place.
 
