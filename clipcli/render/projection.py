@@ -2,9 +2,10 @@
 
 Both projections follow the official code's arithmetic step by step (same
 constants, same float32 operation order, same rounding), so the same cloud gives
-the same maps; facts in specs/point_depth.md sections 1.1 and 2.1. Everything
-is vectorised over clouds, views and points with scatter operations, with no
-torch-scatter dependency and no Python loop over points.
+the same maps; facts in specs/point_depth.md sections 1.1 and 2.1. The torch
+code is vectorised over clouds, views and points with scatter operations, with
+no torch-scatter dependency and no Python loop over points; on a CPU, V2's
+per-view work runs as compiled loops instead (`v2_cpu.py`), to the same bits.
 
 Image layout, as in the official code: rows come from the view's x axis and
 columns from its y axis.
@@ -85,7 +86,8 @@ V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points rotated a
 # Inputs both paths can normalise exactly: rotations stay finite, and every view's half extent is a normal float.
 MAX_COORDINATE, V2_MIN_EXTENT = 1e30, 1e-30
 NO_EXTENT = "a cloud has no extent: all of its points coincide"
-# Per thread, kept from call to call (fresh big buffers page-fault every time): the torch path's buffers on a CPU.
+# Per thread, kept from call to call (fresh big buffers page-fault every time): V2's rotated views on a CPU, and
+# the torch path's image-pass buffers when it runs there.
 _CPU_SCRATCH = threading.local()
 
 
