@@ -86,8 +86,7 @@ V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points rotated a
 # Inputs both paths can normalise exactly: rotations stay finite, and every view's half extent is a normal float.
 MAX_COORDINATE, V2_MIN_EXTENT = 1e30, 1e-30
 NO_EXTENT = "a cloud has no extent: all of its points coincide"
-# Per thread, kept from call to call (fresh big buffers page-fault every time): V2's rotated views on a CPU, and
-# the torch path's image-pass buffers when it runs there.
+# Per thread, kept from call to call (fresh big buffers page-fault every time): V2's rotated views on a CPU.
 _CPU_SCRATCH = threading.local()
 
 
@@ -219,9 +218,8 @@ def _v2_renderer(device: torch.device):
 
 def _v2_render_torch(view_points: torch.Tensor, out: torch.Tensor) -> None:
     """Rotated views -> maps in `out`, in torch: voxels of all views at once, then image passes of packed views."""
-    scratch = _CPU_SCRATCH.__dict__.setdefault("buffers", []) if out.device.type == "cpu" else []
     coords, extremes = _v2_normalised(view_points)
-    _v2_image(*_v2_cells(coords), out=out, bounds=_v2_bounds(*_v2_cells(extremes)), scratch=scratch)
+    _v2_image(*_v2_cells(coords), out=out, bounds=_v2_bounds(*_v2_cells(extremes)))
 
 
 def _v2_render_compiled(view_points: torch.Tensor, out: torch.Tensor) -> None:
@@ -294,21 +292,19 @@ def _v2_image(
     slice_index: torch.Tensor,
     out: torch.Tensor | None = None,
     bounds: np.ndarray | None = None,
-    scratch: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """`[P,K]` voxels of P views -> grid, 7x7 max-pool, 3x3 Gaussian, max over slices, invert: `[P,110,110]`.
 
     Equal to the official dense computation, but only over each view's box
     of voxels plus the 4 cells the pooling and smoothing reach; the rest of
     the image is background, exactly 1. Writes into `out` when given.
-    `bounds` are the views' `_v2_bounds`, and `scratch` keeps buffers across
-    calls. Rows and columns must lie in [5, 106], as `_v2_cells` gives.
+    `bounds` are the views' `_v2_bounds`. Rows and columns must lie in
+    [5, 106], as `_v2_cells` gives.
     """
     device = row.device
     image = torch.empty(row.shape[0], V2_IMAGE, V2_IMAGE, device=device) if out is None else out
     image.fill_(1.0)
     bounds = _v2_bounds(row, col, value, slice_index) if bounds is None else bounds
-    scratch = [] if scratch is None else scratch
     layouts = _v2_layouts(bounds, V2_PASS_CELLS_CUDA if device.type == "cuda" else V2_PASS_CELLS_CPU)
     # Every voxel's cell in its pass's strip, computed once; then the views in pass order, each pass a run of them.
     order = np.concatenate([layout.views for layout in layouts])
@@ -320,6 +316,7 @@ def _v2_image(
     cell = (row.int() * row_step).add_(col.int() * _Layout.lanes).add_(slice_index.int() * slice_step).add_(offset)
     order = torch.from_numpy(order).to(device)
     cell, value = cell.index_select(0, order).long(), value.index_select(0, order)
+    scratch: list[torch.Tensor] = []  # the passes' buffers, shared by them
     _scratch(scratch, max(layout.buffer for layout in layouts), device)  # once, at full size
     first = 0
     for layout in layouts:
