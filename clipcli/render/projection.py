@@ -198,14 +198,15 @@ def _v2_views(points: torch.Tensor, main: torch.Tensor, bias: torch.Tensor) -> t
     On a CPU into buffers kept per thread: fresh ones of this size page-fault
     on every call, which costs as much as the products.
     """
-    batch, count, _ = points.shape
-    shape = (batch * V2_NUM_VIEWS, count, 3)
     if points.device.type != "cpu":
         return torch.matmul(torch.matmul(points[:, None], main[None]), bias[None]).flatten(0, 1)
+    batch, count, _ = points.shape
+    shape = (batch * V2_NUM_VIEWS, count, 3)
+    size = math.prod(shape)
     buffers = _CPU_SCRATCH.__dict__.setdefault("views", [])
-    if not buffers or buffers[0].numel() < math.prod(shape):
-        buffers[:] = [torch.empty(math.prod(shape)) for _ in range(3)]
-    repeated, turned, views = (buffer[: math.prod(shape)].view(shape) for buffer in buffers)
+    if not buffers or buffers[0].numel() < size:
+        buffers[:] = [torch.empty(size) for _ in range(3)]
+    repeated, turned, views = (buffer[:size].view(shape) for buffer in buffers)
     repeated.view(batch, V2_NUM_VIEWS, count, 3).copy_(points[:, None])
     torch.bmm(repeated, main.repeat(batch, 1, 1), out=turned)
     return torch.bmm(turned, bias.repeat(batch, 1, 1), out=views)
