@@ -312,6 +312,8 @@ def test_batch_equals_single_through_the_command(tmp_path, tiny_vit_path, monkey
         ("empty.xyz", "x y z\n", "no points"),
         ("nan.xyz", "nan nan nan\nnan 1 2\n", "every point has NaN"),
         ("same.xyz", "1 2 3\n1 2 3\n1 2 3\n", "all 3 points coincide"),
+        ("huge.xyz", "1e31 0 0\n0 1 0\n", "coordinates beyond 1e+30"),
+        ("speck.xyz", "0 0 0\n1e-31 0 0\n", "too little extent"),
         ("cloud.abc", "0 0 0\n1 1 1\n", "unsupported point-cloud extension"),
     ],
 )

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from clipcli.errors import BadInputError
+from clipcli.render.projection import MAX_COORDINATE, V2_MIN_EXTENT
 
 SAMPLINGS = ("fps", "random", "first")
 UP_AXES = ("y", "z")
@@ -51,14 +52,24 @@ class CloudOptions:
 
 
 def check_cloud(points: np.ndarray, source: str | Path) -> np.ndarray:
-    """A usable cloud is `[N, 3]`, finite, and not a single repeated point (projection divides by its extent)."""
+    """A usable cloud is `[N, 3]`, finite, and not a single repeated point (projection divides by its extent).
+
+    Refuses here, with the file's name, what the projections would refuse for
+    the whole batch: coordinates too large to rotate, extents too small to
+    normalise.
+    """
     points = np.asarray(points, dtype=np.float32)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) == 0:
         raise BadInputError(f"expected a non-empty [N, 3] cloud, got shape {list(points.shape)}", source)
     if not np.isfinite(points).all():
         raise BadInputError("the cloud has NaN or infinite coordinates", source)
-    if not (points.max(axis=0) - points.min(axis=0)).max() > 0:
+    if np.abs(points).max() > MAX_COORDINATE:
+        raise BadInputError(f"coordinates beyond {MAX_COORDINATE:g}: scale the cloud down", source)
+    extent = (points.max(axis=0) - points.min(axis=0)).max()
+    if not extent > 0:
         raise BadInputError(f"all {len(points)} points coincide: a cloud needs some extent to be projected", source)
+    if not extent > V2_MIN_EXTENT:
+        raise BadInputError(f"the points span only {extent:.1g}: too little extent to be projected", source)
     return points
 
 
