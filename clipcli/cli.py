@@ -478,7 +478,10 @@ differentiable rasterizer, not diffvg; the seeds run as one batch; the sketch
 kept is the one whose loss was measured (the official code saves it one Adam
 step later); non-square images are padded to a white square (the official
 fix_scale option) instead of stretched; --mask auto is OpenCV GrabCut seeded
-from the saliency map, not U2Net (suits an object on a distinct background).
+from the saliency map, not U2Net (suits an object on a distinct background);
+images with fewer edge pixels than strokes (flat colour, tiny icons; the
+official code fails on them) start their strokes from the saliency map alone,
+or uniformly where it is flat too, with a notice.
 
 Writes NAME_sketch.svg (224x224), NAME_sketch.png (--size px), NAME_sketch.json
 (strokes, per-seed losses, chosen seed, time) and, with --animate, a GIF or MP4

@@ -35,7 +35,7 @@ def is_quiet() -> bool:
 def notice(message: str) -> None:
     """One line for the human on stderr (suppressed by --quiet)."""
     if not _quiet:
-        stderr.print(message, markup=False)
+        stderr.print(message, markup=False, soft_wrap=True)
 
 
 def progress(*, transfer: bool = False) -> Progress:

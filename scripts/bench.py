@@ -775,7 +775,7 @@ def bench_sketch(args: argparse.Namespace, device: torch.device) -> list[dict]:
         )
     if device.type == "cuda":  # the same 30 steps with and without graphs; fp32 weights (random fp16 ones underflow)
         model32 = random_clip("RN101", device).float()
-        init = initial_points(target, saliency_model, 16, seeds)
+        init, _ = initial_points(target, saliency_model, 16, seeds)
         runs = [
             optimize_strokes(target, init, model32, iterations=30, augmentations=augmentations, early_stop=False,
                              cuda_graphs=graphs, generator=torch.Generator().manual_seed(0))

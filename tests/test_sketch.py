@@ -24,6 +24,7 @@ from clipcli.errors import BadInputError
 from clipcli.pipelines.sketch import (
     ClipassoLoss,
     SeedRun,
+    initial_points,
     optimize_strokes,
     prepare_target,
     render_sketch,
@@ -38,6 +39,7 @@ from clipcli.pipelines.sketch_init import (
     initial_strokes,
     otsu_threshold,
     sample_start_pixels,
+    start_probabilities,
     stroke_start_probabilities,
     xdog_edges,
 )
@@ -272,8 +274,45 @@ def test_sampled_start_pixels_are_distinct_edge_pixels():
     pixels = sample_start_pixels(p / p.sum(), 16, seed=4)
     assert len({tuple(x) for x in pixels}) == 16 and (pixels[:, 0] == 5).all()
     assert np.array_equal(pixels, sample_start_pixels(p / p.sum(), 16, seed=4))
-    with pytest.raises(BadInputError, match="only 20 edge pixels"):
+    with pytest.raises(BadInputError, match="only 20 start pixels for 21 strokes"):
         sample_start_pixels(p / p.sum(), 21, seed=0)
+
+
+def test_start_probabilities_fall_back_from_edges_to_saliency_alone_to_uniform():
+    saliency = torch.linspace(0, 1, 64 * 64).view(64, 64)
+    edges = np.zeros((64, 64), bool)
+    edges[10, 5:25] = True  # 20 edge pixels
+    p, init = start_probabilities(saliency, edges, 20)
+    assert init == "saliency-edges" and np.array_equal(p, stroke_start_probabilities(saliency, edges))
+    p, init = start_probabilities(saliency, edges, 21)
+    assert init == "saliency-only" and np.array_equal(p, stroke_start_probabilities(saliency, np.ones_like(edges)))
+    assert np.count_nonzero(p) == 64 * 64 - 1  # every pixel but the least salient one
+    for flat in (torch.zeros(64, 64), torch.full((64, 64), 0.5), torch.full((64, 64), math.nan)):
+        p, init = start_probabilities(flat, edges, 16)
+        assert init == "uniform" and (p == 1 / 64**2).all()
+
+
+def flat_attention_vit() -> CLIP:
+    """The tiny ViT with every query and key zeroed: each token attends equally to all, so nothing is salient."""
+    model = build_tiny_clip(TINY_VIT, 1)
+    with torch.no_grad():
+        for block in model.visual.transformer.resblocks:
+            block.attn.in_proj_weight[: 2 * block.attn.embed_dim] = 0
+            block.attn.in_proj_bias[: 2 * block.attn.embed_dim] = 0
+    return model
+
+
+def test_equal_attention_everywhere_gives_a_zero_saliency_map_not_rounding_noise():
+    assert torch.equal(saliency_map(shapes_target()[0], flat_attention_vit()), torch.zeros(224, 224))
+
+
+def test_a_detailed_image_starts_from_saliency_weighted_edges_as_clipasso():
+    vit = build_tiny_clip(TINY_VIT, 1)
+    image = shapes_target()[0]
+    points, init = initial_points(image[None], vit, 16, [0, 1000])
+    official = stroke_start_probabilities(saliency_map(image, vit), xdog_edges(image))
+    expected = [initial_strokes(sample_start_pixels(official, 16, seed), seed) for seed in (0, 1000)]
+    assert init == "saliency-edges" and torch.equal(points, torch.stack(expected))
 
 
 def test_initial_strokes_are_a_short_random_walk_from_their_pixel():
@@ -459,6 +498,54 @@ def test_a_bad_input_in_a_batch_exits_4_after_the_others(tmp_path, shapes_png, s
     assert (out / "shapes_sketch.svg").exists() and not (out / "bad_sketch.svg").exists()
 
 
+@pytest.fixture(scope="module")
+def flat_vit_path(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sketch_models") / "flat-vit.pt"
+    torch.save(flat_attention_vit().state_dict(), path)
+    return path
+
+
+def low_detail_image(kind: str, path) -> None:
+    if kind == "transparent":
+        write_image(path, np.zeros((32, 32, 4), np.uint8))
+        return
+    pixels = {
+        "flat colour": np.full((48, 48, 3), (200, 80, 40), np.uint8),
+        "one pixel": np.full((1, 1, 3), 90, np.uint8),
+        "16x16 icon": np.full((16, 16, 3), 255, np.uint8),
+    }[kind]
+    if kind == "16x16 icon":
+        pixels[0, 0] = 250  # one faint mark: 7 XDoG edge pixels once upscaled, fewer than the strokes
+    write_image(path, pixels)
+
+
+@pytest.mark.parametrize(
+    ("kind", "init", "notice"),
+    [
+        ("flat colour", "saliency-only", "sampling them from the saliency map alone"),
+        ("16x16 icon", "saliency-only", "sampling them from the saliency map alone"),
+        ("one pixel", "saliency-only", "sampling them from the saliency map alone"),
+        ("transparent", "saliency-only", "sampling them from the saliency map alone"),
+        ("flat saliency", "uniform", "sampling them uniformly over the image"),
+    ],
+)
+def test_low_detail_images_still_get_a_sketch_with_a_notice(
+    tmp_path, kind, init, notice, sketch_rn_path, tiny_vit_path, flat_vit_path
+):
+    path = tmp_path / "low.png"
+    low_detail_image("flat colour" if kind == "flat saliency" else kind, path)
+    saliency = flat_vit_path if kind == "flat saliency" else tiny_vit_path
+    out = tmp_path / "out"
+    result = sketch_cli(path, "--model", sketch_rn_path, "--saliency-model", saliency, "--strokes", 8,
+                        "--iterations", 2, "--seeds", 1, "--augmentations", 1, "--out", out,
+                        "--device", "cpu")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == [f"{path}: too few edge pixels to start 8 strokes from; {notice}"]
+    points, _, _ = read_svg(out / "low_sketch.svg")
+    assert points.shape == (8, 4, 2) and np.isfinite(points).all()
+    assert json.loads((out / "low_sketch.json").read_text())["init"] == init
+
+
 def test_models_of_the_wrong_kind_are_refused(shapes_png, sketch_rn_path, tiny_vit_path, tmp_path):
     result = sketch_cli(shapes_png, "--model", tiny_vit_path, "--saliency-model", tiny_vit_path,
                         "--out", tmp_path / "out", "--device", "cpu")  # fmt: skip
@@ -468,3 +555,5 @@ def test_models_of_the_wrong_kind_are_refused(shapes_png, sketch_rn_path, tiny_v
     assert result.exit_code == 2 and "needs a CLIP ViT" in result.stderr
     result = sketch_cli(shapes_png, "--strokes", 0, "--device", "cpu")
     assert result.exit_code == 2 and "--strokes must be at least 1" in result.stderr
+    result = sketch_cli(shapes_png, "--strokes", 224 * 224 + 1, "--device", "cpu")
+    assert result.exit_code == 2 and "--strokes must be at most 50176" in result.stderr

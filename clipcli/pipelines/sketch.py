@@ -15,7 +15,9 @@ Where this differs from the official code, on purpose (also in --help and README
 - the sketch kept is the one the loss was measured on (the official code saves
   the parameters one Adam step later);
 - non-square images are padded to a white square (the official `fix_scale`),
-  not stretched; `--mask auto` is GrabCut, not U2Net.
+  not stretched; `--mask auto` is GrabCut, not U2Net;
+- images with fewer edge pixels than strokes, where the official code fails,
+  start them from the saliency map alone, or uniformly (`start_probabilities`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,13 +42,15 @@ from clipcli.media.images import IMAGE_EXTENSIONS, load_image
 from clipcli.models import load_clip, resolve_device
 from clipcli.pipelines.sketch_augment import augment, random_augmentations
 from clipcli.pipelines.sketch_init import (
+    EDGE_STARTS,
+    FALLBACK_NOTICES,
     clip_normalize,
     clip_stats,
     grabcut_mask,
     initial_strokes,
     saliency_map,
     sample_start_pixels,
-    stroke_start_probabilities,
+    start_probabilities,
     xdog_edges,
 )
 from clipcli.render.animation import write_gif, write_mp4, write_png
@@ -257,12 +261,16 @@ class SeedRun:
 
 @dataclass
 class SketchResult:
-    """Best strokes per seed `[S, N, 4, 2]` (CPU), the runs, steps taken, snapshots at evaluations."""
+    """Best strokes per seed `[S, N, 4, 2]` (CPU), the runs, steps taken, snapshots at evaluations.
+
+    `init` names the rule the start pixels came from (`sketch_init.start_probabilities`).
+    """
 
     points: torch.Tensor
     runs: list[SeedRun]
     iterations: int
     snapshots: list[tuple[int, torch.Tensor]]
+    init: str = EDGE_STARTS
 
     @property
     def chosen(self) -> int:
@@ -328,11 +336,18 @@ def optimize_strokes(
     return SketchResult(best, runs, iteration, snapshots)
 
 
-def initial_points(target: torch.Tensor, saliency_model, strokes: int, seeds: Sequence[int]) -> torch.Tensor:
-    """`[S, N, 4, 2]` CLIPasso initial strokes for each seed (saliency x XDoG, softmax 0.3, random walk)."""
+def initial_points(
+    target: torch.Tensor, saliency_model, strokes: int, seeds: Sequence[int]
+) -> tuple[torch.Tensor, str]:
+    """`[S, N, 4, 2]` CLIPasso initial strokes for each seed (saliency x XDoG, softmax 0.3, random walk).
+
+    Also the rule the start pixels came from: `EDGE_STARTS` unless the image
+    has too few edge pixels (`start_probabilities`).
+    """
     image = target[0].float().cpu()
-    probabilities = stroke_start_probabilities(saliency_map(image, saliency_model), xdog_edges(image))
-    return torch.stack([initial_strokes(sample_start_pixels(probabilities, strokes, s), s, CANVAS) for s in seeds])
+    probabilities, rule = start_probabilities(saliency_map(image, saliency_model), xdog_edges(image), strokes)
+    points = torch.stack([initial_strokes(sample_start_pixels(probabilities, strokes, s), s, CANVAS) for s in seeds])
+    return points, rule
 
 
 def sketch_target(
@@ -349,9 +364,10 @@ def sketch_target(
     `options` go to `optimize_strokes`; the augmentations are drawn from a
     generator seeded with the first seed, so a run is repeatable.
     """
-    init = initial_points(target, saliency_model, strokes, seeds)
+    init, rule = initial_points(target, saliency_model, strokes, seeds)
     generator = torch.Generator().manual_seed(int(seeds[0]))
-    return optimize_strokes(target, init, loss_model, seeds=seeds, generator=generator, **options)
+    result = optimize_strokes(target, init, loss_model, seeds=seeds, generator=generator, **options)
+    return replace(result, init=rule)
 
 
 # ---------------------------------------------------------------- files
@@ -376,6 +392,8 @@ class SketchSettings:
         for name, low in (("strokes", 1), ("iterations", 0), ("seeds", 1), ("augmentations", 0)):
             if getattr(self, name) < low:
                 raise BadInputError(f"--{name} must be at least {low}")
+        if self.strokes > CANVAS * CANVAS:
+            raise BadInputError(f"--strokes must be at most {CANVAS * CANVAS}, one per pixel of the canvas")
         if not self.width > 0 or not self.lr > 0:
             raise BadInputError("--width and --lr must be positive")
         if self.patience is not None and self.patience < 1:
@@ -501,6 +519,8 @@ def sketch_file(
     result = sketch_target(
         target, loss_model, saliency_model, strokes=settings.strokes, seeds=settings.seed_list, **options
     )
+    if result.init in FALLBACK_NOTICES:
+        ui.notice(f"{path}: {FALLBACK_NOTICES[result.init].format(strokes=settings.strokes)}")
     _write_outputs(result, outputs, settings.width, size, foreground)
     chosen = result.runs[result.chosen]
     seconds = round(time.perf_counter() - start, 3)
@@ -522,6 +542,7 @@ def sketch_file(
         **record,
         "canvas": CANVAS,
         "width": settings.width,
+        "init": result.init,
         "strokes": np.round(result.points[result.chosen].double().numpy(), 4).tolist(),
         "seeds": [
             {k: v for k, v in asdict(run).items() if not k.startswith("_")}

@@ -6,6 +6,9 @@ layers and heads, bicubic-upsampled and min-max normalised (no relevancy
 rollout, no text); XDoG runs on the CLIP-normalised image; start pixels are
 drawn without replacement with probabilities softmax(saliency / 0.3) over the
 edge pixels; each stroke's control points are a random walk from its pixel.
+Low-detail images (flat colour, small icons) have fewer edge pixels than
+strokes, where the official code fails; `start_probabilities` then falls back
+to the saliency map alone, and to uniform starts where the saliency is flat too.
 
 The background remover for `--mask auto` (OpenCV GrabCut seeded from the
 saliency map) also lives here: it replaces CLIPasso's U2Net, whose weights are
@@ -30,6 +33,11 @@ SOFTMAX_TEMPERATURE = 0.3
 WALK_RADIUS = 0.05  # random-walk step range, as a fraction of the canvas (+-5.6 px per step at 224)
 XDOG = dict(sigma=0.8, k=10.0, gamma=0.98, phi=200.0, eps=-0.1)
 GRAY_WEIGHTS = (0.2125, 0.7154, 0.0721)  # skimage.color.rgb2gray, as CLIPasso uses it
+EDGE_STARTS, SALIENCY_STARTS, UNIFORM_STARTS = "saliency-edges", "saliency-only", "uniform"
+FALLBACK_NOTICES = {
+    SALIENCY_STARTS: "too few edge pixels to start {strokes} strokes from; sampling them from the saliency map alone",
+    UNIFORM_STARTS: "too few edge pixels to start {strokes} strokes from; sampling them uniformly over the image",
+}
 
 
 def clip_stats(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +87,8 @@ def saliency_map(image: torch.Tensor, model) -> torch.Tensor:
         for handle in handles:
             handle.remove()
     cls_to_patches = torch.stack(maps)[:, 0, 0, 1:].mean(0)  # layers averaged: [grid * grid]
+    if cls_to_patches.min() == cls_to_patches.max():  # nothing salient; upsampling would add rounding noise
+        return torch.zeros(image.shape[-2:], device=cls_to_patches.device)
     grid = round(cls_to_patches.numel() ** 0.5)
     upsampled = F.interpolate(cls_to_patches.view(1, 1, grid, grid), size=tuple(image.shape[-2:]), mode="bicubic")
     return _min_max(upsampled[0, 0])
@@ -140,13 +150,28 @@ def stroke_start_probabilities(
     return probabilities
 
 
+def start_probabilities(
+    saliency: torch.Tensor | np.ndarray, edges: np.ndarray, count: int, temperature: float = SOFTMAX_TEMPERATURE
+) -> tuple[np.ndarray, str]:
+    """Probabilities with at least `count` possible start pixels, and the rule that gave them.
+
+    CLIPasso's softmax over edge pixels (`EDGE_STARTS`) first. A low-detail image
+    has fewer edge pixels than strokes: then the softmax over all salient pixels
+    (`SALIENCY_STARTS`), and where the saliency is flat or not finite, every pixel
+    alike (`UNIFORM_STARTS`).
+    """
+    for rule, allowed in ((EDGE_STARTS, edges), (SALIENCY_STARTS, np.ones_like(edges, bool))):
+        probabilities = stroke_start_probabilities(saliency, allowed, temperature)
+        if np.count_nonzero(probabilities) >= count:
+            return probabilities, rule
+    return np.full(edges.shape, 1 / edges.size), UNIFORM_STARTS
+
+
 def sample_start_pixels(probabilities: np.ndarray, count: int, seed: int) -> np.ndarray:
     """`[count, 2]` (row, col) drawn without replacement, with numpy's legacy generator as CLIPasso does."""
     available = int((probabilities > 0).sum())
     if available < count:
-        raise BadInputError(
-            f"only {available} edge pixels to start {count} strokes from (a blank image?); use fewer --strokes"
-        )
+        raise BadInputError(f"only {available} start pixels for {count} strokes; use fewer --strokes")
     flat = probabilities.ravel() / probabilities.sum()
     chosen = np.random.RandomState(seed).choice(flat.size, size=count, replace=False, p=flat)
     return np.stack(np.unravel_index(chosen, probabilities.shape), axis=-1)
