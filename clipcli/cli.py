@@ -100,7 +100,10 @@ def models_verify(
     *,
     common: Common,
 ) -> None:
-    """Check sha256 checksums; exit 3 (with where to put the file) when weights are absent."""
+    """Check sha256 checksums, re-reading every file; exit 3 (with where to put the file) when weights are absent.
+
+    The hash cache only speeds up loading: a file changed behind its size and mtime still fails here.
+    """
     rows = weights_pipeline.verify_models(name_or_path)
     if common.json:
         print_json(rows if name_or_path is None else rows[0])

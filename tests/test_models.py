@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import threading
 import urllib.error
+import warnings
 from pathlib import Path
 
 import clip
@@ -60,15 +61,34 @@ def test_load_clip_is_cached_per_process(tiny_vit_path):
     assert load_clip(tiny_vit_path, device="cpu")[0] is not first[0]
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
-def test_torchscript_archive_loads_like_state_dict(tiny_vit_path, tmp_path):
+@pytest.fixture
+def traced_vit(tiny_vit_path, tmp_path):
+    """The tiny ViT traced to a TorchScript archive, as OpenAI's releases are, and the model it came from."""
     model, _ = load_clip(tiny_vit_path, device="cpu")
-    traced = torch.jit.trace(model, (torch.rand(1, 3, 224, 224), clip.tokenize(["x"])), check_trace=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", FutureWarning)
+        traced = torch.jit.trace(model, (torch.rand(1, 3, 224, 224), clip.tokenize(["x"])), check_trace=False)
     jit_path = tmp_path / "jit.pt"
     traced.save(str(jit_path))
+    return jit_path, model
+
+
+def test_known_release_torchscript_loads_like_state_dict(traced_vit, monkeypatch):
+    jit_path, model = traced_vit
+    digest = sha256(jit_path)
+    monkeypatch.setitem(weights.KNOWN, "TinyJit", KnownWeights("TinyJit", f"https://x/{digest}/jit.pt", digest, 1))
     reloaded, _ = load_clip(jit_path, device="cpu")
     for key, value in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[key], value)
+
+
+def test_unknown_torchscript_clip_loads_only_when_trusted(traced_vit):
+    jit_path, model = traced_vit
+    with pytest.raises(BadInputError, match="jit.pt: TorchScript archive that is no known release"):
+        load_clip(jit_path, device="cpu")
+    reloaded, _ = load_clip(jit_path, device="cpu", trust_checkpoint=True)
+    torch.testing.assert_close(reloaded.state_dict()["text_projection"], model.state_dict()["text_projection"])
 
 
 def test_models_folder_env_wins_over_clip_cache(tiny_rn_path, tiny_vit_path, tmp_path, monkeypatch, isolated_home):

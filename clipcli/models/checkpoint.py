@@ -1,7 +1,11 @@
 """Reading checkpoint files without running code from them.
 
-Files are opened as TorchScript archives or with `torch.load(weights_only=True)`;
-a pickle that needs arbitrary code is refused unless the user says they trust it.
+Pickles are read with `torch.load(weights_only=True)`. Loading a TorchScript
+archive runs code the archive holds, and PyTorch has no safe mode for it, so
+only the known releases (OpenAI's `.pt` files, recognised by sha256) load as
+TorchScript. Any other file that needs code to load is refused unless the user
+says they trust it. Zip archives are sized up from their central directory
+before torch reads them, so a small file cannot inflate to gigabytes.
 """
 
 from __future__ import annotations
@@ -10,40 +14,97 @@ import pickle
 import warnings
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 
 from clipcli.errors import BadInputError
+from clipcli.models.weights import KNOWN, sha256_of_stream
 
 TRUST_HINT = "pass --trust-checkpoint if you trust its source"
 
-
-def _is_torchscript(path: Path) -> bool:
-    """TorchScript archives are zip files holding a `constants.pkl` or `code/` entry."""
-    if not zipfile.is_zipfile(path):
-        return False
-    with zipfile.ZipFile(path) as archive:
-        return any(n.endswith(("/constants.pkl", "/code/")) or "/code/" in n for n in archive.namelist())
+# torch.save and torch.jit.save store zip entries uncompressed, so a checkpoint
+# unpacks to about its own size; only a crafted archive inflates further.
+MAX_INFLATION = 16
+INFLATION_ALLOWANCE = 1 << 20  # bytes; tiny archives of compressed metadata stay loadable
+_ZIP_MAGIC = b"PK\x03\x04"  # what torch.load looks for to read a file as a zip archive
 
 
 def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
     """The tensors of a checkpoint as a dict, on the CPU.
 
-    TorchScript archives (OpenAI's released `.pt` files) give their module's
-    `state_dict()`; pickles are read with `weights_only=True` unless `trust`.
+    A TorchScript archive gives its module's `state_dict()` when it is a known
+    release or `trust` is set; pickles are read with `weights_only=True` unless `trust`.
     """
     path = Path(path)
     if not path.is_file():
         raise BadInputError("no such checkpoint file", path)
     if path.stat().st_size == 0:
         raise BadInputError("checkpoint file is empty", path)
-    if _is_torchscript(path):
+    names = _zip_entry_names(path)
+    if names is not None and _is_torchscript(names):
+        return _torchscript_state_dict(path, trust)
+    return _pickled_state_dict(path, trust)
+
+
+def _zip_entry_names(path: Path) -> list[str] | None:
+    """The entry names of a zip checkpoint (None for other files), refusing archives that inflate too far.
+
+    The limit is MAX_INFLATION times the file size plus INFLATION_ALLOWANCE, summed
+    over the sizes the central directory declares (readers allocate by those).
+    """
+    with open(path, "rb") as handle:
+        if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
+            return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise BadInputError(f"damaged zip archive ({_first_line(err)})", path) from err
+    size = path.stat().st_size
+    inflated = sum(entry.file_size for entry in entries)
+    if inflated > MAX_INFLATION * size + INFLATION_ALLOWANCE:
+        raise BadInputError(
+            f"zip archive inflates to {inflated:,} bytes from {size:,}; "
+            f"checkpoints may unpack to at most {MAX_INFLATION} times their size",
+            path,
+        )
+    return [entry.filename for entry in entries]
+
+
+def _is_torchscript(names: list[str]) -> bool:
+    """TorchScript archives hold a `constants.pkl` or `code/` entry."""
+    return any(name.endswith("/constants.pkl") or "/code/" in name for name in names)
+
+
+def _torchscript_state_dict(path: Path, trust: bool) -> dict:
+    """A TorchScript module's tensors, if the file is a known release or trusted.
+
+    The file is hashed on every load, not looked up in the hash cache (whoever can
+    write a file can restore its size and mtime), and torch then reads that same
+    open file, so a file swapped in after hashing is not the one loaded.
+    """
+    with open(path, "rb") as handle:
+        if not trust and sha256_of_stream(handle) not in {known.sha256 for known in KNOWN.values()}:
+            raise BadInputError(
+                f"TorchScript archive that is no known release; loading it runs code it holds; {TRUST_HINT}", path
+            )
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", FutureWarning)  # jit.load is deprecated, the files are not
-                return torch.jit.load(str(path), map_location="cpu").state_dict()
+                module = torch.jit.load(_name_of_open_file(handle, path), map_location="cpu")
         except RuntimeError as err:
             raise BadInputError(f"unreadable TorchScript checkpoint ({_first_line(err)})", path) from err
+    return module.state_dict()
+
+
+def _name_of_open_file(handle: BinaryIO, path: Path) -> str:
+    """A name that opens the very file `handle` has open (Linux), even if `path` now names another."""
+    link = Path(f"/proc/self/fd/{handle.fileno()}")
+    return str(link) if link.exists() else str(path)
+
+
+def _pickled_state_dict(path: Path, trust: bool) -> dict:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:

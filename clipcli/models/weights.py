@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from clip.clip import _MODELS as CLIP_URLS
 
@@ -101,31 +102,57 @@ def _hash_cache_path() -> Path:
     return base / "clipcli" / "sha256.json"
 
 
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+def sha256_of_stream(stream: BinaryIO) -> str:
+    """sha256 of what is left to read in a binary stream."""
+    digest = hashlib.sha256()
+    while chunk := stream.read(_CHUNK):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fresh_sha256(path: str | Path) -> str:
+    """sha256 of a file as it is now: what `verify`, `import` and `list` report."""
+    with open(path, "rb") as handle:
+        return sha256_of_stream(handle)
+
+
 def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, remembered per (path, size, mtime) so large files hash once."""
+    """sha256 of a file, remembered per (path, size, mtime) so loading large files hashes them once.
+
+    Whoever can write a file can also restore its size and mtime, so the cache only
+    speeds up loading; verdicts about a file's identity use `fresh_sha256`.
+    """
     path = Path(path).resolve()
     stat = path.stat()
-    key = str(path)
     stamp = [stat.st_size, stat.st_mtime_ns]
-    cache_file = _hash_cache_path()
-    try:
-        cache = json.loads(cache_file.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    entry = cache.get(key)
-    if entry and entry[:2] == stamp:
+    cache = _read_hash_cache()
+    entry = cache.get(str(path))
+    if isinstance(entry, list) and entry[:2] == stamp and len(entry) == 3 and _is_sha256(entry[2]):
         return entry[2]
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(_CHUNK):
-            digest.update(chunk)
-    cache[key] = [*stamp, digest.hexdigest()]
+    digest = fresh_sha256(path)
+    cache[str(path)] = [*stamp, digest]
     try:
-        with atomic_write(cache_file, "w") as out:
+        with atomic_write(_hash_cache_path(), "w") as out:
             json.dump(cache, out)
     except OSError:
         pass  # a read-only cache folder only costs re-hashing
-    return digest.hexdigest()
+    return digest
+
+
+def _read_hash_cache() -> dict:
+    """The hash cache, or an empty one when it is missing or not a JSON object (it is then rewritten)."""
+    try:
+        cache = json.loads(_hash_cache_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _is_sha256(text: object) -> bool:
+    return isinstance(text, str) and _SHA256_HEX.fullmatch(text) is not None
 
 
 def expected_sha256(name: str, path: Path) -> str | None:
@@ -133,7 +160,19 @@ def expected_sha256(name: str, path: Path) -> str | None:
     if name in KNOWN:
         return KNOWN[name].sha256
     sidecar = path.with_name(path.name + ".sha256")
-    return sidecar.read_text().split()[0] if sidecar.is_file() else None
+    return recorded_sha256(sidecar) if sidecar.is_file() else None
+
+
+def recorded_sha256(sidecar: Path) -> str | None:
+    """The checksum in a `.sha256` record (`<hex>  <file name>`); None, with a notice, when unusable."""
+    try:
+        words = sidecar.read_bytes().decode("ascii").split()
+    except (OSError, UnicodeDecodeError):
+        words = []
+    if words and _is_sha256(words[0].lower()):
+        return words[0].lower()
+    ui.notice(f"{sidecar}: not a sha256 record; ignored")
+    return None
 
 
 # ---------------------------------------------------------------- resolution
@@ -243,9 +282,10 @@ class WeightsStatus:
 
 
 def status_of(name: str, path: Path | None) -> WeightsStatus:
+    """What `name`'s file holds now: hashed afresh, never taken from the hash cache."""
     if path is None:
         return WeightsStatus(name, None, None, None, None, name in KNOWN)
-    digest = file_sha256(path)
+    digest = fresh_sha256(path)
     expected = expected_sha256(name, path)
     verified = None if expected is None else digest == expected
     return WeightsStatus(name, path, path.stat().st_size, digest, verified, name in KNOWN)
@@ -277,10 +317,10 @@ def list_weights() -> list[WeightsStatus]:
 
 
 def verify(name_or_path: str) -> WeightsStatus:
-    """Checksum one model by name, or a file against every known release."""
+    """Checksum one model by name, or a file against every known release, re-reading the file."""
     if Path(name_or_path).is_file():
         path = Path(name_or_path)
-        digest = file_sha256(path)
+        digest = fresh_sha256(path)
         match = next((k.name for k in KNOWN.values() if k.sha256 == digest), None)
         return WeightsStatus(match or path.name, path, path.stat().st_size, digest, match is not None, bool(match))
     if looks_like_path(name_or_path):
@@ -304,7 +344,7 @@ def import_weights(file: str | Path, name: str | None = None, check=None) -> Wei
     source = Path(file)
     if not source.is_file():
         raise BadInputError("no such file", source)
-    digest = file_sha256(source)
+    digest = fresh_sha256(source)
     known = next((k for k in KNOWN.values() if k.sha256 == digest), None)
     if known is None:
         if not name:
