@@ -157,3 +157,13 @@ def test_read_frames_decodes_the_window_indices_in_order(tmp_path):
     assert sampled.indices.tolist() == [17, 2, 17, 39]
     with pytest.raises(ValueError, match="within"):
         read_frames(video, [40])
+
+
+def test_swf_video_is_classified_by_decoding_in_order(tmp_path, tiny_vit_path):
+    # FFmpeg cannot seek in SWF; the seek error (PermissionError) used to end the run with exit 1.
+    path = write_video(tmp_path / "clip.swf", 20, codec="mjpeg")
+    result = run(path, "--model", tiny_vit_path, "--labels", LABELS, "--frames", 4, "--json")
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["status"] == "ok"
+    assert row["frame_indices"] == sample_indices(20, 4, "segment-centre").tolist()

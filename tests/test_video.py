@@ -18,6 +18,7 @@ from makers.video import (
 
 from clipcli.errors import EXIT_BAD_INPUT, BadInputError
 from clipcli.media import video
+from clipcli.media.keyframes import sample_keyframes
 from clipcli.media.video import VIDEO_EXTENSIONS, probe_video, sample_frames, sample_indices
 
 FPS = 10.0
@@ -338,6 +339,56 @@ def test_truncated_mkv_samples_over_the_frames_it_holds(tmp_path):
     sampled = sample_frames(half, 4)
     assert sampled.info.frame_count == 30
     assert shown_indices(sampled.frames) == [0, 10, 19, 29]
+
+
+def patched_copy(source, target, old: bytes, new: bytes):
+    """A copy of `source` with every `old` byte string replaced by `new` (same length)."""
+    data = source.read_bytes()
+    assert old in data and len(old) == len(new)
+    target.write_bytes(data.replace(old, new))
+    return target
+
+
+@pytest.mark.parametrize("backend", ["auto", "pyav"])
+def test_format_that_cannot_seek_is_decoded_in_order(tmp_path, backend):
+    # FFmpeg's SWF demuxer has no seeking: av_seek_frame returns -1, which PyAV raises as PermissionError.
+    path = write_video(tmp_path / "clip.swf", 20, codec="mjpeg")
+    sampled = sample_frames(path, 4, "segment-centre", backend=backend)
+    expected = sample_indices(20, 4, "segment-centre").tolist()
+    assert sampled.indices.tolist() == expected
+    assert shown_indices(sampled.frames) == expected
+
+
+def test_decord_backend_failure_is_bad_input(tmp_path):
+    path = write_video(tmp_path / "clip.swf", 20, codec="mjpeg")
+    assert_bad_input(path, "decord cannot read", "pyav", backend="decord")
+
+
+def test_unsupported_header_version_is_bad_input(tmp_path):
+    # An 'mdhd' box of version 248: FFmpeg answers "not yet implemented" (PatchWelcomeError).
+    whole = write_video(tmp_path / "whole.mp4", 10, codec="h264")
+    odd = patched_copy(whole, tmp_path / "odd.mp4", b"mdhd\x00", b"mdhd\xf8")
+    assert_bad_input(odd, "FFmpeg cannot read")
+
+
+def test_unknown_video_codec_is_bad_input(tmp_path):
+    whole = write_video(tmp_path / "whole.mp4", 10, codec="h264")
+    unknown = patched_copy(whole, tmp_path / "unknown.mp4", b"avc1", b"zzzz")
+    assert_bad_input(unknown, "no decoder")
+
+
+def test_metadata_that_is_not_utf8_does_not_stop_decoding(tmp_path):
+    whole = write_video(tmp_path / "whole.mp4", 10, codec="h264")
+    odd = patched_copy(whole, tmp_path / "latin1.mp4", b"VideoHandler", b"VideoHandl\xe9r")
+    assert shown_indices(sample_frames(odd, 3).frames) == [0, 4, 9]
+
+
+def test_keyframe_sampling_reads_what_exact_sampling_reads(tmp_path):
+    whole = write_video(tmp_path / "whole.mp4", 10, codec="mjpeg")  # every frame a keyframe
+    odd = patched_copy(whole, tmp_path / "latin1.mp4", b"VideoHandler", b"VideoHandl\xe9r")
+    assert shown_indices(sample_keyframes(odd, 2).frames) == [2, 7]  # at 0.25 s and 0.75 s
+    unseekable = write_video(tmp_path / "clip.swf", 20, codec="mjpeg")
+    assert shown_indices(sample_keyframes(unseekable, 4).frames) == sample_indices(20, 4).tolist()
 
 
 def test_bad_arguments_are_value_errors(clips):

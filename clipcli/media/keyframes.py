@@ -13,14 +13,12 @@ with few keyframes gives fewer than n frames.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import av
 import numpy as np
 
-from clipcli.errors import BadInputError
-from clipcli.media.video import SampledFrames, probe_video, sample_frames
+from clipcli.media.video import SampledFrames, _open_container, _prepare_stream, probe_video, sample_frames
 
 
 def keyframe_times(duration: float, n: int) -> np.ndarray:
@@ -58,13 +56,8 @@ class _NoTimestamps(Exception):
 def _decode_keyframes(path: Path, targets: np.ndarray, rotation: int) -> tuple[list[np.ndarray], list[float]]:
     frames: list[np.ndarray] = []
     times: list[float] = []
-    try:
-        container = av.open(os.fspath(path))
-    except (av.error.FFmpegError, OSError) as err:
-        raise BadInputError(f"cannot open video ({err})", path) from None
-    with container:
-        stream = container.streams.video[0]
-        stream.codec_context.thread_type = "SLICE"  # frame threading can deadlock when decoding stops early
+    with _open_container(path) as container:
+        stream = _prepare_stream(container, path)
         base = float(stream.time_base)
         origin = stream.start_time or 0
         seen: set[int] = set()

@@ -234,9 +234,13 @@ def _check_file(path: str | Path) -> Path:
 
 
 def _open_container(path: Path) -> av.container.InputContainer:
-    """av.open with its failures turned into one-line BadInputErrors."""
+    """av.open with its failures turned into one-line BadInputErrors.
+
+    Metadata that is not valid UTF-8 (a damaged or Latin-1 tag) is read with
+    replacement characters: no frame depends on it.
+    """
     try:
-        return av.open(os.fspath(path), mode="r")
+        return av.open(os.fspath(path), mode="r", metadata_errors="replace")
     except av.error.EOFError:
         raise BadInputError("truncated or corrupt video: the file ends inside its header", path) from None
     except av.error.InvalidDataError:
@@ -245,6 +249,8 @@ def _open_container(path: Path) -> av.container.InputContainer:
         raise BadInputError("not a video file, or a format FFmpeg cannot read", path) from None
     except OSError as error:
         raise BadInputError(f"cannot read: {error.strerror or error}", path) from None
+    except av.error.FFmpegError as error:
+        raise BadInputError(f"FFmpeg cannot read it: {error.strerror}", path) from None
 
 
 def _looks_like_iso_media(path: Path) -> bool:
@@ -390,11 +396,21 @@ def _decode(info: VideoInfo, wanted: np.ndarray, backend: str) -> _Decoded:
     if backend == "pyav" or (backend == "auto" and not _decord_suits(info)):
         return _read_pyav(info, wanted)
     if backend == "decord":
-        return _read_decord(info, wanted)
+        return _read_decord_or_refuse(info, wanted)
     try:
         return _read_decord(info, wanted)
     except Exception:  # decord raises DECORDError, RuntimeError, ...; PyAV reads it or says why not
         return _read_pyav(info, wanted)
+
+
+def _read_decord_or_refuse(info: VideoInfo, wanted: np.ndarray) -> _Decoded:
+    """decord alone, as asked: its failures (DECORDError, bad frame shapes) are the file's."""
+    import decord
+
+    try:
+        return _read_decord(info, wanted)
+    except (decord.DECORDError, RuntimeError):
+        raise BadInputError("decord cannot read it; the pyav backend may", info.path) from None
 
 
 def _decord_suits(info: VideoInfo) -> bool:
@@ -492,7 +508,7 @@ def _decord_to_numpy(batch) -> np.ndarray:
 
 
 class _SeekUnreliable(Exception):
-    """A seek landed after the frame it aimed before; decode in order instead."""
+    """A seek failed or landed after the frame it aimed before; decode in order instead."""
 
 
 def _read_pyav(info: VideoInfo, wanted: np.ndarray) -> _Decoded:
@@ -512,6 +528,8 @@ def _read_pyav(info: VideoInfo, wanted: np.ndarray) -> _Decoded:
 
 def _prepare_stream(container: av.container.InputContainer, path: Path) -> av.video.stream.VideoStream:
     stream = _video_stream(container, path)
+    if stream.codec_context is None:
+        raise BadInputError("no decoder for its video codec (unknown or damaged codec tag)", path)
     # Frame threading can deadlock when decoding stops early (NVIDIA-TAO/tao-pytorch#109).
     stream.codec_context.thread_type = "SLICE"
     return stream
@@ -559,9 +577,16 @@ class _FrameSource(ABC):
         """Frames and seconds-from-start for the sorted distinct indices; shorter if the stream ends first."""
 
     def _frames_from(self, offset: int | None):
-        """Decoded frames, after seeking back to `offset` (stream time base) if given; an error ends them."""
+        """Decoded frames, after seeking back to `offset` (stream time base) if given; an error ends them.
+
+        Demuxers without seeking (SWF) fail the seek with FFmpeg's generic -1,
+        which PyAV raises as PermissionError.
+        """
         if offset is not None:
-            self.container.seek(offset, stream=self.stream, backward=True)
+            try:
+                self.container.seek(offset, stream=self.stream, backward=True)
+            except av.error.FFmpegError:
+                raise _SeekUnreliable from None
         try:
             yield from self.container.decode(self.stream)
         except av.error.FFmpegError:
