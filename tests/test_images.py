@@ -3,21 +3,35 @@
 from __future__ import annotations
 
 import os
+import warnings
 
+import cv2
 import numpy as np
 import pytest
 from makers.images import (
     draw_shapes_image,
     quadrants_image,
+    write_black_png,
     write_exif_rotated_jpeg,
     write_image,
     write_palette_png,
 )
-from PIL import Image, ImageOps
+from PIL import EpsImagePlugin, Image, ImageOps
+from typer.testing import CliRunner
 
+from clipcli.cli import app
 from clipcli.errors import EXIT_BAD_INPUT, BadInputError
 from clipcli.media import images
-from clipcli.media.images import IMAGE_EXTENSIONS, composite_on_white, load_image, load_image_rgba
+from clipcli.media.images import (
+    IMAGE_EXTENSIONS,
+    MAX_IMAGE_PIXELS,
+    composite_on_white,
+    load_image,
+    load_image_rgba,
+    load_image_unchanged,
+    write_png,
+)
+from clipcli.pipelines.depth import load_ground_truth
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 
@@ -232,3 +246,110 @@ def test_truncated_image(tmp_path, suffix):
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     assert_bad_input(path, "truncated or corrupt")
+
+
+# ---------------------------------------------------------------- decompression bombs
+
+
+@pytest.fixture
+def no_decoding(monkeypatch):
+    """Fail the test if any pixel is decoded."""
+
+    def decode(*args):
+        raise AssertionError("pixels decoded")
+
+    monkeypatch.setattr(images, "_decode_opencv", decode)
+    monkeypatch.setattr(images, "_decode_pil", decode)
+
+
+@pytest.mark.parametrize(
+    ("width", "height"),
+    [(9500, 9500), (32000, 32000)],  # past Pillow's bomb warning; past its bomb error
+)
+def test_image_over_the_pixel_limit_is_refused_from_its_header(tmp_path, no_decoding, width, height):
+    path = write_black_png(tmp_path / "bomb.png", width, height)
+    assert path.stat().st_size < 3_000_000
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no DecompressionBombWarning either
+        assert_bad_input(path, f"{width}x{height} image", f"{MAX_IMAGE_PIXELS:,}-pixel limit")
+
+
+def test_pixel_limit_admits_exactly_the_limit(tmp_path, monkeypatch):
+    path = write_black_png(tmp_path / "black.png", 11, 10)
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 110)
+    np.testing.assert_array_equal(load_image(path), np.zeros((10, 11, 3), np.uint8))
+    monkeypatch.setattr(images, "MAX_IMAGE_PIXELS", 109)
+    assert_bad_input(path, "11x10 image", "109-pixel limit")
+
+
+def test_depth_ground_truth_is_read_within_the_pixel_limit(tmp_path, no_decoding):
+    path = write_black_png(tmp_path / "gt.png", 32000, 32000)
+    with pytest.raises(BadInputError, match="32000x32000 image is over"):
+        load_ground_truth(path)
+
+
+def test_depth_command_refuses_a_decompression_bomb_with_exit_2(tmp_path, tiny_rn_path):
+    path = write_black_png(tmp_path / "bomb.png", 32000, 32000)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["depth", str(path), "--model", str(tiny_rn_path), "--out", str(out)])
+    assert result.exit_code == EXIT_BAD_INPUT
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(f"error: {path}: 32000x32000 image is over the {MAX_IMAGE_PIXELS:,}-pixel limit")
+    assert not out.exists() or not any(out.iterdir())
+
+
+# ---------------------------------------------------------------- TIFF pages, unusual samples, formats
+
+
+def test_float64_rgb_tiff_pages_read_as_the_first_page(tmp_path):
+    first = np.random.default_rng(4).random((10, 12, 3))
+    encoded, data = cv2.imencodemulti(".tiff", [first[..., ::-1], 1 - first[..., ::-1]])  # OpenCV takes BGR
+    assert encoded
+    path = tmp_path / "pages.tif"
+    path.write_bytes(data.tobytes())
+    np.testing.assert_array_equal(load_image(path), np.rint(first * 255).astype(np.uint8))
+
+
+def test_uint8_rgb_tiff_pages_read_as_the_first_page(tmp_path):
+    pages = [Image.new("RGB", (8, 6), color) for color in (RED, GREEN, BLUE)]
+    path = tmp_path / "pages.tiff"
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    np.testing.assert_array_equal(load_image(path), np.full((6, 8, 3), RED))
+
+
+def test_postscript_is_refused_without_running_ghostscript(tmp_path, monkeypatch):
+    def ghostscript(*args, **kwargs):
+        raise AssertionError("Ghostscript would run the file")
+
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", ghostscript)
+    path = tmp_path / "page.eps"
+    Image.new("L", (16, 8), 128).save(path, format="EPS")
+    assert_bad_input(path, "not an image")
+
+
+def test_sixteen_bit_gray_reads_unchanged(tmp_path):
+    depth = np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000
+    path = tmp_path / "depth.png"
+    write_image(path, depth)
+    unchanged = load_image_unchanged(path)
+    assert unchanged.dtype == np.uint16
+    np.testing.assert_array_equal(unchanged, depth)
+
+
+# ---------------------------------------------------------------- writing PNGs
+
+
+@pytest.mark.parametrize(
+    "pixels",
+    [
+        np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000,
+        np.arange(36, dtype=np.uint8).reshape(3, 4, 3) * 7,
+        np.arange(48, dtype=np.uint8).reshape(3, 4, 4) * 5,
+    ],
+    ids=["gray16", "rgb", "rgba"],
+)
+def test_write_png_round_trips_under_a_non_utf8_name(tmp_path, pixels):
+    path = tmp_path / "out" / os.fsdecode(b"d\xe9pth.png")
+    write_png(path, pixels)
+    np.testing.assert_array_equal(load_image_unchanged(path), pixels)
+    assert os.listdir(path.parent) == [path.name]

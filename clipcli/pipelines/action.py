@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -36,6 +35,7 @@ import torch.nn.functional as F
 from clipcli import ui
 from clipcli.batch import run_batch
 from clipcli.errors import BadInputError
+from clipcli.media.images import write_png
 from clipcli.media.video import probe_video, read_frames, sample_frames, sample_indices
 from clipcli.models.actionclip import MeanFusion, TransformerFusion
 from clipcli.models.clip_loader import load_clip
@@ -394,9 +394,7 @@ def write_timeline(path: Path, out: Path, spans, probabilities: np.ndarray, labe
     """`out/<stem>_actions.png`, written atomically."""
     picture = timeline_image(spans, probabilities, labels, path.name, duration)
     target = out / f"{path.stem}_actions.png"
-    with atomic_path(target) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-            raise BadInputError("could not write the timeline PNG", target)
+    write_png(target, picture)
     return target
 
 

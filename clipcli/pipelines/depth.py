@@ -24,12 +24,12 @@ import torch.nn.functional as F
 
 from clipcli.batch import run_batch
 from clipcli.errors import BadInputError
-from clipcli.media.images import load_image
+from clipcli.media.images import load_image, load_image_unchanged, write_png
 from clipcli.models import load_clip
 from clipcli.models.grid import layer4_channels, require_resnet, resnet_layer4
 from clipcli.models.prompts import text_classifier
 from clipcli.render.colormap import add_legend, colorize
-from clipcli.store.atomic import atomic_path
+from clipcli.store.atomic import atomic_write
 
 DEPTH_TEMPLATE = "This {} is {}"
 DEPTH_OBJECT = "object"
@@ -241,12 +241,10 @@ def write_outputs(depth: np.ndarray, outputs: DepthOutputs, bins: Sequence[float
     vmin, vmax = min(bins), max(bins)
     picture = add_legend(colorize(depth, vmin, vmax, colormap), vmin, vmax, colormap)
     millimetres = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
-    with atomic_path(outputs.npy) as tmp:
-        np.save(tmp, depth)
-    for path, pixels in ((outputs.png, millimetres), (outputs.color, cv2.cvtColor(picture, cv2.COLOR_RGB2BGR))):
-        with atomic_path(path) as tmp:
-            if not cv2.imwrite(str(tmp), pixels):
-                raise BadInputError("could not write the PNG", path)
+    with atomic_write(outputs.npy) as handle:
+        np.save(handle, depth)
+    write_png(outputs.png, millimetres)
+    write_png(outputs.color, picture)
 
 
 def run(
@@ -321,11 +319,7 @@ def load_ground_truth(path: Path) -> np.ndarray:
         if depth.ndim != 2 or not np.issubdtype(depth.dtype, np.number):
             raise BadInputError(f"ground truth must be a 2-D array of metres, got shape {depth.shape}", path)
         return depth.astype(np.float32)
-    if not path.is_file() or path.stat().st_size == 0:
-        raise BadInputError("no such file or empty file", path)
-    pixels = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
-    if pixels is None:
-        raise BadInputError("not a readable depth image", path)
+    pixels = load_image_unchanged(path)
     if pixels.dtype != np.uint16 or pixels.ndim != 2:
         raise BadInputError("ground-truth PNG must be single-channel 16-bit (millimetres)", path)
     return pixels.astype(np.float32) / 1000.0

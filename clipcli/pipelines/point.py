@@ -28,13 +28,13 @@ from clipcli import ui
 from clipcli.batch import run_batch
 from clipcli.errors import BadInputError
 from clipcli.media.h5clouds import H5_EXTENSIONS, is_h5, read_h5_clouds
+from clipcli.media.images import write_png
 from clipcli.media.points import SUPPORTED_POINT_EXTENSIONS, load_points
 from clipcli.models import load_clip
 from clipcli.models.prompts import text_classifier
 from clipcli.pipelines.point_prep import CloudOptions, check_cloud, prepare_clouds
 from clipcli.render.contact_sheet import contact_sheet
 from clipcli.render.projection import num_views, project_v1, project_v2, to_clip_images, view_names
-from clipcli.store.atomic import atomic_path
 
 PROJECTIONS = ("v2", "v1")
 DEFAULT_MODELS = {"v2": "ViT-B/16", "v1": "RN50"}  # the backbones of the papers' headline zero-shot numbers
@@ -356,14 +356,6 @@ def views_path(cloud: Cloud, out: Path) -> Path:
     return out / f"{cloud.source.stem}{suffix}_views.png"
 
 
-def _write_views(picture: np.ndarray, path: Path) -> None:
-    import cv2
-
-    with atomic_path(path) as tmp:
-        if not cv2.imwrite(str(tmp), cv2.cvtColor(picture, cv2.COLOR_RGB2BGR)):
-            raise BadInputError("could not write the PNG", path)
-
-
 def _setup(model_name: str | None, projection: str, labels, prompts, weights, options, device, trust_checkpoint):
     """Check every option (before the slow model load), then load CLIP and build the classifier."""
     options.check()
@@ -417,7 +409,7 @@ def classify(
                 result["label"] = _label_name(cloud.label, classifier.labels)
             if save_views:
                 result["views"] = str(views_path(cloud, out))
-                _write_views(views_picture(maps[row], projection), views_path(cloud, out))
+                write_png(views_path(cloud, out), views_picture(maps[row], projection))
             predictions[cloud.name] = result
 
     read_results, names = _stream(classifier, paths, h5_index, options, record)

@@ -1,7 +1,8 @@
-"""Still and moving pictures of grey-level frames: PNG and GIF with Pillow, MP4 with PyAV.
+"""Still and moving pictures of grey-level frames: PNG, GIF with Pillow, MP4 with PyAV.
 
-Every file is written through `atomic_path`, so an interrupted run leaves no
-half-written picture.
+Every file is written through an `atomic_write` handle, so an interrupted run
+leaves no half-written picture and no library is handed a file name it might
+not encode (names need not be UTF-8).
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ import av
 import numpy as np
 from PIL import Image
 
-from clipcli.store.atomic import atomic_path, atomic_write
+from clipcli.media import images
+from clipcli.store.atomic import atomic_write
 
 MP4_CODECS = ("libx264", "h264", "mpeg4")  # the first one this PyAV build can encode
 
@@ -25,8 +27,7 @@ def to_gray8(image: np.ndarray) -> np.ndarray:
 
 def write_png(path: str | Path, image: np.ndarray) -> None:
     """A grey-level `[H, W]` image in [0, 1] as an 8-bit PNG."""
-    with atomic_write(path) as handle:
-        Image.fromarray(to_gray8(image), "L").save(handle, format="PNG")
+    images.write_png(path, to_gray8(image))
 
 
 def write_gif(path: str | Path, frames: Sequence[np.ndarray], fps: float = 10.0) -> None:
@@ -47,7 +48,7 @@ def write_mp4(path: str | Path, frames: Sequence[np.ndarray], fps: int = 10) -> 
     height, width = np.asarray(frames[0]).shape
     even_height, even_width = height + height % 2, width + width % 2
     codec = next(name for name in MP4_CODECS if name in av.codecs_available)
-    with atomic_path(path) as tmp, av.open(str(tmp), mode="w", format="mp4") as container:
+    with atomic_write(path) as handle, av.open(handle, mode="w", format="mp4") as container:
         stream = container.add_stream(codec, rate=fps)
         stream.width, stream.height, stream.pix_fmt = even_width, even_height, "yuv420p"
         if codec == "libx264":

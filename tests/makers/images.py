@@ -6,6 +6,7 @@ that are not valid UTF-8 work (cv2.imwrite cannot open those).
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import cv2
@@ -50,6 +51,30 @@ def write_exif_rotated_jpeg(path: str | Path, rgb: np.ndarray, orientation: int,
     exif = Image.Exif()
     exif[EXIF_ORIENTATION] = orientation
     _write_pil(path, Image.fromarray(rgb, "RGB"), format="JPEG", quality=quality, subsampling=0, exif=exif.tobytes())
+
+
+def write_black_png(path: str | Path, width: int, height: int) -> Path:
+    """A complete 8-bit grey PNG of black pixels, built without ever holding them: a decompression bomb.
+
+    Each row (filter byte 0, then zeros) is deflated up to a full flush, which resets the
+    compressor, so every row after the first compresses to the same bytes and the stream is
+    those bytes repeated. 32000x32000 pixels take about 2 MB on disk and 1 GB decoded.
+    """
+    row = bytes(width + 1)
+    deflate = zlib.compressobj(9, zlib.DEFLATED, -15)  # raw deflate: header and checksum are added below
+    first = deflate.compress(row) + deflate.flush(zlib.Z_FULL_FLUSH)
+    repeated = deflate.compress(row) + deflate.flush(zlib.Z_FULL_FLUSH)
+    checksum = ((len(row) * height % 65521) << 16) | 1  # Adler-32 of zeros: A stays 1, B counts the bytes
+    stream = b"\x78\xda" + first + repeated * (height - 1) + deflate.flush() + checksum.to_bytes(4, "big")
+    header = width.to_bytes(4, "big") + height.to_bytes(4, "big") + bytes([8, 0, 0, 0, 0])  # 8-bit grey
+    png = b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header) + _png_chunk(b"IDAT", stream) + _png_chunk(b"IEND", b"")
+    with atomic_write(path) as handle:
+        handle.write(png)
+    return Path(path)
+
+
+def _png_chunk(kind: bytes, body: bytes) -> bytes:
+    return len(body).to_bytes(4, "big") + kind + body + zlib.crc32(kind + body).to_bytes(4, "big")
 
 
 def draw_shapes_image(size: int | tuple[int, int] = 224, seed: int = 0, shapes: int = 6) -> np.ndarray:
