@@ -188,3 +188,41 @@ def test_non_finite_samples(tmp_path):
     path = tmp_path / "nan.wav"
     write_wave(path, np.array([0.0, np.nan, 0.5], np.float32), 16000, subtype="FLOAT")
     assert_bad_input(path, "non-finite")
+
+
+@pytest.mark.parametrize("suffix", [".raw", ".pcm"])
+def test_headerless_raw_audio_is_refused_with_advice(tmp_path, suffix):
+    # soundfile reads ".raw" as headerless PCM and asks for a sample rate (a TypeError) instead.
+    path = tmp_path / f"speech{suffix}"
+    path.write_bytes((tone(440.0, 0.1, 16000) * 32767).astype("<i2").tobytes())
+    assert_bad_input(path, "headerless raw audio", "WAV")
+
+
+def test_chunk_size_past_the_end_of_the_file_is_bad_input(tmp_path):
+    # A CAF 'free' chunk claiming exabytes: libsndfile refuses, and FFmpeg's seek past it fails in Python's file.
+    path = tmp_path / "huge.caf"
+    write_tone(path, 440.0, 0.1, 16000)
+    data = bytearray(path.read_bytes())
+    data[data.index(b"free") + 5] = 0x42
+    path.write_bytes(bytes(data))
+    assert_bad_input(path, "not a readable audio file")
+
+
+def test_unknown_audio_codec_is_named(tmp_path):
+    path = tmp_path / "odd.wav"
+    write_tone(path, 440.0, 0.1, 16000, subtype="PCM_16")
+    data = bytearray(path.read_bytes())
+    data[20:22] = (0x1234).to_bytes(2, "little")  # the 'fmt ' chunk's format tag
+    path.write_bytes(bytes(data))
+    assert_bad_input(path, "no decoder")
+
+
+def test_metadata_that_is_not_utf8_does_not_stop_decoding(tmp_path):
+    path = tmp_path / "latin1.m4a"
+    write_compressed_tone(path, 440.0, 1.0, 44100)
+    data = path.read_bytes()
+    assert b"SoundHandler" in data
+    path.write_bytes(data.replace(b"SoundHandler", b"SoundHandl\xe9r"))
+    wave = load_audio(path, 44100)
+    assert abs(len(wave) - 44100) < 2048
+    assert dominant_frequency(wave, 44100) == pytest.approx(440.0, abs=5)

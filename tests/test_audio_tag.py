@@ -478,6 +478,20 @@ def test_cli_single_bad_file_and_bad_options_exit_2(audioclip_file, tmp_path):
         assert lines[-1].startswith("error: ") and message in lines[-1], (args, result.stderr)
 
 
+def test_cli_headerless_raw_audio_fails_alone_with_one_line(audioclip_file, tmp_path):
+    raw, good = tmp_path / "speech.raw", tmp_path / "good.wav"
+    raw.write_bytes(np.zeros(4410, "<i2").tobytes())
+    write_tone(good, 300.0, 0.5, SR)
+    ckpt = ["--checkpoint", str(audioclip_file), "--device", "cpu"]
+    alone = run_cli(str(raw), *ckpt)
+    assert alone.exit_code == 2, alone.output
+    advice = "headerless raw audio: convert it to WAV or FLAC first"
+    assert alone.stderr.strip().splitlines()[-1] == f"error: {raw}: {advice}"
+    batch = run_cli(str(raw), str(good), "--json", *ckpt)
+    assert batch.exit_code == 4, batch.output
+    assert [row["status"] for row in json.loads(batch.stdout)["results"]] == ["failed", "ok"]
+
+
 def test_cli_ranks_images_and_texts_with_cached_image_embeddings(audioclip_file, tmp_path, isolated_home, monkeypatch):
     import cv2
 

@@ -40,6 +40,10 @@ AUDIO_EXTENSIONS = (
     ".mov",
 )
 
+# Samples with no header saying their rate, width or channels: nothing can
+# decode them without being told, and soundfile would ask for a sample rate.
+_HEADERLESS_EXTENSIONS = (".raw", ".pcm")
+
 
 def load_audio(path: str | Path, sr: int) -> np.ndarray:
     """Decode `path` to a mono float32 waveform in [-1, 1] sampled at `sr` Hz.
@@ -87,6 +91,8 @@ def _check_file(path: str | Path) -> None:
         raise BadInputError("not a file", path)
     if path.stat().st_size == 0:
         raise BadInputError("empty file (0 bytes)", path)
+    if path.suffix.lower() in _HEADERLESS_EXTENSIONS:
+        raise BadInputError("headerless raw audio: convert it to WAV or FLAC first", path)
 
 
 def _decode(path: str | Path) -> tuple[np.ndarray, int]:
@@ -110,15 +116,22 @@ def _decode_soundfile(handle: BinaryIO) -> tuple[np.ndarray, int]:
 
 
 def _decode_pyav(handle: BinaryIO, path: str | Path) -> tuple[np.ndarray, int]:
-    """Decode the first audio stream with FFmpeg, as float planar at its own rate."""
+    """Decode the first audio stream with FFmpeg, as float planar at its own rate.
+
+    Tags that are not valid UTF-8 are read with replacement characters. FFmpeg
+    seeking where a damaged header points (past the end) fails in Python's
+    file object, as an OSError.
+    """
     try:
-        container = av.open(handle)
-    except av.FFmpegError as error:
+        container = av.open(handle, metadata_errors="replace")
+    except (av.FFmpegError, OSError) as error:
         raise BadInputError("not a readable audio file (wrong format, truncated or corrupt)", path) from error
     with container:
         if not container.streams.audio:
             raise BadInputError("no audio stream", path)
         stream = container.streams.audio[0]
+        if stream.codec_context is None:
+            raise BadInputError("no decoder for its audio codec (unknown or damaged codec tag)", path)
         chunks = _decode_stream(container, stream)
     if not chunks:
         raise BadInputError("no audio could be decoded (truncated or corrupt)", path)
