@@ -49,7 +49,10 @@ app.add_typer(models_app, name="models")
 TrustCheckpoint = Annotated[
     bool, typer.Option("--trust-checkpoint", help="Allow checkpoint pickles that run code when loaded.")
 ]
-OutputFolder = Annotated[Path, typer.Option("--out", help="Output folder.")]
+OUTPUT_NAMING = (
+    "files are named after each input without its extension; inputs that would write the same file name are refused"
+)
+OutputFolder = Annotated[Path, typer.Option("--out", help=f"Output folder: {OUTPUT_NAMING}.")]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")]
 
 
@@ -78,7 +81,7 @@ def _models_table(rows: list[dict], title: str) -> Table:
     for row in rows:
         verdict = {True: "[green]yes[/]", False: "[red]NO[/]", None: "-"}[row["verified"]]
         size = f"{row['size'] / 1e6:,.1f} MB" if row["size"] else "-"
-        table.add_row(row["name"], "yes" if row["present"] else "no", verdict, size, row["path"] or "-")
+        table.add_row(escape(row["name"]), "yes" if row["present"] else "no", verdict, size, escape(row["path"] or "-"))
     return table
 
 
@@ -206,7 +209,7 @@ def depth(
 ) -> None:
     settings = _depth_settings(bins, words, template, temperature, no_flip)
     results = depth_pipeline.run(
-        expand_inputs(images, IMAGE_EXTENSIONS),
+        expand_inputs(images, IMAGE_EXTENSIONS, depth_pipeline.output_names(out)),
         out=out,
         model_name=model,
         settings=settings,
@@ -218,15 +221,19 @@ def depth(
     if common.json:
         print_json(results)
     else:
-        table = Table(title="DepthCLIP")
-        for column in ("input", "status", "min m", "mean m", "max m", "outputs"):
-            table.add_column(column)
-        for row in results:
-            stats = [f"{row[key]:.2f}" for key in ("min", "mean", "max")] if row["status"] == "ok" else ["-"] * 3
-            detail = row.get("color") or row.get("reason") or row.get("error", "")
-            table.add_row(row["input"], row["status"], *stats, detail)
-        ui.stdout.print(table)
+        ui.stdout.print(_depth_table(results))
     raise_for_failures(results)
+
+
+def _depth_table(results: list[dict]) -> Table:
+    table = Table(title="DepthCLIP")
+    for column in ("input", "status", "min m", "mean m", "max m", "outputs"):
+        table.add_column(column)
+    for row in results:
+        stats = [f"{row[key]:.2f}" for key in ("min", "mean", "max")] if row["status"] == "ok" else ["-"] * 3
+        detail = row.get("color") or row.get("reason") or row.get("error", "")
+        table.add_row(escape(row["input"]), row["status"], *stats, escape(detail))
+    return table
 
 
 @command(app, "depth-eval")
@@ -301,11 +308,12 @@ def _audio_tag_tables(report: dict) -> list[Table]:
     for column in ("input", "rank", "label", "score"):
         tags.add_column(column)
     for row in report["results"]:
+        name = escape(row["input"])
         if row["status"] != "ok":
-            tags.add_row(row["input"], "-", row["status"], row.get("error", ""))
+            tags.add_row(name, "-", row["status"], escape(row.get("error", "")))
             continue
         for rank, entry in enumerate(row["tags"], 1):
-            tags.add_row(row["input"] if rank == 1 else "", str(rank), entry["label"], f"{entry['score']:.4f}")
+            tags.add_row(name if rank == 1 else "", str(rank), escape(entry["label"]), f"{entry['score']:.4f}")
     tables.append(tags)
     for name, key in (("images", "image"), ("texts", "text")):
         rows = [row for row in report["results"] if row["status"] == "ok" and name in row]
@@ -315,8 +323,8 @@ def _audio_tag_tables(report: dict) -> list[Table]:
                 table.add_column(column)
             for row in rows:
                 for rank, entry in enumerate(row[name], 1):
-                    cells = (entry[key], f"{entry['score']:.3f}", f"{entry['cosine']:.4f}")
-                    table.add_row(row["input"] if rank == 1 else "", str(rank), *cells)
+                    cells = (escape(entry[key]), f"{entry['score']:.3f}", f"{entry['cosine']:.4f}")
+                    table.add_row(escape(row["input"]) if rank == 1 else "", str(rank), *cells)
             tables.append(table)
     return tables
 
@@ -417,7 +425,7 @@ def classify_action(
         float | None, typer.Option("--stride", help="Seconds between window starts (default: --window).")
     ] = None,
     plot: Annotated[bool, typer.Option("--plot", help="With --window: write OUT/NAME_actions.png timelines.")] = False,
-    out: Annotated[Path, typer.Option("--out", help="Folder for --plot pictures.")] = Path("."),
+    out: Annotated[Path, typer.Option("--out", help=f"Folder for --plot pictures: {OUTPUT_NAMING}.")] = Path("."),
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -539,7 +547,7 @@ def sketch(
         strokes, iterations, seeds, width, augmentations, lr, patience, seed, early_stop, cuda_graphs
     )
     settings.check()
-    paths = expand_inputs(images, IMAGE_EXTENSIONS)
+    paths = expand_inputs(images, IMAGE_EXTENSIONS, sketch_pipeline.output_names(out))
     results = sketch_pipeline.run(
         paths,
         out=out,
@@ -924,7 +932,7 @@ def point_classify(
     top_k: Annotated[int, typer.Option("--top-k", help="Labels to report per cloud.")] = 5,
     h5_index: Annotated[int | None, typer.Option("--h5-index", help="Only this shape of each HDF5 file.")] = None,
     save_views: Annotated[bool, typer.Option("--save-views", help="Write the projected views as a PNG grid.")] = False,
-    out: Annotated[Path, typer.Option("--out", help="Folder for --save-views pictures.")] = Path("."),
+    out: Annotated[Path, typer.Option("--out", help=f"Folder for --save-views pictures: {OUTPUT_NAMING}.")] = Path("."),
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling.")] = 0,
     trust_checkpoint: TrustCheckpoint = False,
     *,

@@ -40,7 +40,7 @@ def notice(message: str) -> None:
 
 def progress(*, transfer: bool = False) -> Progress:
     """A rich progress bar on stderr, disabled when quiet or not on a terminal."""
-    columns = [TextColumn("{task.description}"), BarColumn()]
+    columns = [TextColumn("{task.description}", markup=False), BarColumn()]  # descriptions hold file names
     if transfer:
         columns += [DownloadColumn(), TransferSpeedColumn()]
     else:

@@ -231,7 +231,7 @@ def test_bad_inputs_and_options_exit_2(photos, tmp_path, tiny_rn_path):
     (photos / "sub").mkdir()
     write_image(photos / "sub" / "a.png", draw_shapes_image(64, seed=4))
     clash = invoke("features", photos / "a.jpg", photos / "sub" / "a.png", "--model", tiny_rn_path, "--out", tmp_path)
-    assert clash.exit_code == 2 and "would both write a.*" in clash.stderr
+    assert clash.exit_code == 2 and "would both write a.npy" in clash.stderr
     layout = invoke("features", photos / "a.jpg", "--model", tiny_rn_path, "--layout", "fpn")
     assert layout.exit_code == 2 and "--layout 'fpn'" in layout.stderr
     assert not (tmp_path / "x").exists()

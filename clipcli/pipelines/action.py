@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from clipcli import ui
-from clipcli.batch import run_batch
+from clipcli.batch import OutputNames, run_batch
 from clipcli.errors import BadInputError
 from clipcli.media.images import write_png
 from clipcli.media.video import probe_video, read_frames, sample_frames, sample_indices
@@ -390,10 +390,15 @@ def classify_windows(classifier: Classifier, path: Path, window: float, stride: 
     return {**result, "windows": windows}, spans, probabilities
 
 
+def output_names(out: Path) -> OutputNames:
+    """NAME_actions.png in `out`, the --plot timeline."""
+    return OutputNames(out, ("{}_actions.png",))
+
+
 def write_timeline(path: Path, out: Path, spans, probabilities: np.ndarray, labels, duration: float) -> Path:
     """`out/<stem>_actions.png`, written atomically."""
     picture = timeline_image(spans, probabilities, labels, path.name, duration)
-    target = out / f"{path.stem}_actions.png"
+    [target] = output_names(out).for_input(path)
     write_png(target, picture)
     return target
 
@@ -452,6 +457,8 @@ def run(
         raise BadInputError("--stride and --plot need --window SECONDS")
     if window is not None:
         window_spans(window * 2, window, stride or window)  # validates both before any model loads
+    if plot:
+        output_names(out).check(videos)
     classifier = load_classifier(names, model_name=model_name, checkpoint=checkpoint, frames=frames,
                                  device=device, trust_checkpoint=trust_checkpoint)  # fmt: skip
     top_k = min(top_k, len(names))

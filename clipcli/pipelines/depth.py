@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipcli.batch import run_batch
+from clipcli.batch import OutputNames, run_batch
 from clipcli.errors import BadInputError
 from clipcli.media.images import load_image, load_image_unchanged, write_png
 from clipcli.models import load_clip
@@ -221,6 +221,11 @@ def depth_for_image(model, rgb: np.ndarray, size, settings: DepthSettings = Dept
     return depth[0, 0].cpu().numpy().astype(np.float32)
 
 
+def output_names(out: Path) -> OutputNames:
+    """NAME_depth.npy, NAME_depth.png and NAME_depth_color.png in `out`."""
+    return OutputNames(out, ("{}_depth.npy", "{}_depth.png", "{}_depth_color.png"))
+
+
 @dataclass(frozen=True)
 class DepthOutputs:
     npy: Path
@@ -229,8 +234,7 @@ class DepthOutputs:
 
     @classmethod
     def for_input(cls, image: Path, out: Path) -> DepthOutputs:
-        stem = image.stem
-        return cls(out / f"{stem}_depth.npy", out / f"{stem}_depth.png", out / f"{stem}_depth_color.png")
+        return cls(*output_names(out).for_input(image))
 
     def all_exist(self) -> bool:
         return self.npy.exists() and self.png.exists() and self.color.exists()
@@ -260,6 +264,7 @@ def run(
 ) -> list[dict]:
     """Estimate depth for many images; one result per input (failures included)."""
     colorize(np.zeros((1, 1)), 0, 1, colormap)  # an unknown colormap fails before the model loads
+    output_names(out).check(images)
     model = load_depth_model(model_name, device)
 
     def process(image: Path) -> dict:

@@ -41,6 +41,7 @@ from clip.model import ModifiedResNet
 from PIL import Image
 
 from clipcli import ui
+from clipcli.batch import OutputNames, check_output_folder, sigterm_as_interrupt
 from clipcli.errors import BadInputError
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
@@ -142,11 +143,13 @@ class GridLayout:
 
     name: str
     prepare: Callable[[np.ndarray], np.ndarray]
+    templates: tuple[str, ...]
+
+    def names(self, out: Path) -> OutputNames:
+        return OutputNames(out, self.templates)
 
     def outputs(self, image: Path, out: Path) -> list[Path]:
-        if self.name == "vqa":
-            return [out / f"{image.stem}.npy"]
-        return [out / "att" / f"{image.stem}.npz", out / "fc" / f"{image.stem}.npy"]
+        return self.names(out).for_input(image)
 
     def compute(self, model, images: torch.Tensor) -> list[torch.Tensor]:
         if self.name == "vqa":
@@ -162,18 +165,18 @@ class GridLayout:
                     np.save(tmp, array)
 
 
-GRID_LAYOUTS = {"vqa": GridLayout("vqa", vqa_pixels), "caption": GridLayout("caption", caption_pixels)}
+GRID_LAYOUTS = {
+    "vqa": GridLayout("vqa", vqa_pixels, ("{}.npy",)),
+    "caption": GridLayout("caption", caption_pixels, ("att/{}.npz", "fc/{}.npy")),
+}
 
 
-def check_unique_names(images: Sequence[Path]) -> None:
-    """Outputs are named by file stem: two inputs with one stem would overwrite each other."""
-    seen: dict[str, Path] = {}
-    for image in images:
-        if image.stem in seen:
-            raise BadInputError(
-                f"{seen[image.stem]} and {image} would both write {image.stem}.*; rename one or run them separately"
-            )
-        seen[image.stem] = image
+def check_outputs(images: Sequence[Path], out: Path, layout: str) -> None:
+    """`out` must be a folder; per-image layouts must give each image files of its own."""
+    if layout == "pooled":
+        check_output_folder(out)
+    else:
+        GRID_LAYOUTS[layout].names(out).check(images)
 
 
 # ---------------------------------------------------------------- reading ahead
@@ -249,8 +252,7 @@ def run(
 ) -> dict:
     """Extract `layout` features for many images; a report with one result per input (failures included)."""
     check_options(layout, dtype, batch_size)
-    if layout != "pooled":
-        check_unique_names(images)
+    check_outputs(images, out, layout)
     model, preprocess = load_clip(model_name, device)
     model_key = str(Path(model_name).resolve()) if Path(model_name).is_file() else model_name
     options = dict(layout=layout, batch_size=batch_size, dtype=dtype, overwrite=overwrite, workers=workers)
@@ -272,8 +274,7 @@ def extract(
 ) -> dict:
     """`run` with a loaded model; `preprocess` is its CLIP transform (for `pooled`), `model_name` is reported."""
     dtype = check_options(layout, dtype, batch_size)
-    if layout != "pooled":
-        check_unique_names(images)
+    check_outputs(images, out, layout)
     workers = workers or min(8, os.cpu_count() or 1)
     device_of_model = next(model.parameters()).device
     if layout == "pooled":
@@ -325,6 +326,7 @@ def extract(
 
 
 POOLED_MATRIX, POOLED_INDEX = "pooled.npy", "pooled.json"
+SAVE_SECONDS, SAVE_COST_RATIO = 60.0, 10.0
 
 
 def _read_pooled(out: Path, model_name: str) -> tuple[np.ndarray | None, list[str]]:
@@ -357,11 +359,44 @@ def _write_pooled(out: Path, matrix: np.ndarray, names: list[str], model_name: s
         tmp.write_text(json.dumps(index, indent=1), encoding="utf-8")
 
 
+class PooledRows:
+    """The rows of `pooled.npy` and their images' names, saved now and then while a run adds to them.
+
+    Each save rewrites the whole matrix, so saves are spaced by SAVE_SECONDS
+    and by SAVE_COST_RATIO times the last save's duration: a kill loses at
+    most that stretch of work, and saving takes a small share of the run.
+    """
+
+    def __init__(self, out: Path, model_name: str, matrix: np.ndarray | None, names: list[str]):
+        self.out, self.model_name = out, model_name
+        self.blocks = [] if matrix is None else [matrix]
+        self.names = names
+        self.saved = len(names)
+        self.next_save = time.monotonic() + SAVE_SECONDS
+
+    def add(self, vectors: np.ndarray, names: list[str]) -> None:
+        self.blocks.append(vectors)
+        self.names += names
+        if time.monotonic() >= self.next_save:
+            self.save()
+
+    def save(self) -> None:
+        """Write the rows not yet on disk, if any."""
+        if len(self.names) == self.saved:
+            return
+        start = time.monotonic()
+        self.blocks = [np.concatenate(self.blocks)]
+        _write_pooled(self.out, self.blocks[0], self.names, self.model_name)
+        self.saved = len(self.names)
+        finished = time.monotonic()
+        self.next_save = finished + max(SAVE_SECONDS, SAVE_COST_RATIO * (finished - start))
+
+
 def _run_pooled(images, model, preprocess, model_name, out, batch_size, dtype, overwrite, workers):
     """`encode_image` rows appended to `out/pooled.npy`; images already in the index are skipped."""
     matrix, names = (None, []) if overwrite else _read_pooled(out, model_name)
     known = {name: row for row, name in enumerate(names)}
-    rows = [] if matrix is None else [matrix.astype(dtype)]
+    pooled = PooledRows(out, model_name, None if matrix is None else matrix.astype(dtype), names)
     device = next(model.parameters()).device
     results: dict[str, dict] = {}  # by resolved path, so one image named twice is encoded once
     todo = []
@@ -377,24 +412,22 @@ def _run_pooled(images, model, preprocess, model_name, out, batch_size, dtype, o
     def prepare(path: Path) -> torch.Tensor:
         return preprocess(Image.fromarray(load_image(path)))
 
-    added = False
-    try:
-        with ui.progress() as bar:
-            task = bar.add_task("features (pooled)", total=len(images), completed=len(images) - len(todo))
-            for paths, tensors, failed in batches(todo, prepare, batch_size, workers):
-                for path, err in failed:
-                    results[str(path.resolve())] = _failure(path, err)
-                if paths:
-                    with torch.no_grad():
-                        vectors = model.encode_image(torch.stack(tensors).to(device)).float()
-                    rows.append(vectors.cpu().numpy().astype(dtype))
-                    for path in paths:
-                        results[str(path.resolve())] = {"input": str(path), "status": "ok", "row": len(names)}
-                        names.append(str(path.resolve()))
-                    added = True
-                bar.advance(task, len(paths) + len(failed))
-    finally:
-        if added:  # also on Ctrl-C: what was computed is kept, and a rerun resumes after it
-            _write_pooled(out, np.concatenate(rows), names, model_name)
-    files = {"matrix": str(out / POOLED_MATRIX), "index": str(out / POOLED_INDEX), "rows": len(names)}
+    with sigterm_as_interrupt():
+        try:
+            with ui.progress() as bar:
+                task = bar.add_task("features (pooled)", total=len(images), completed=len(images) - len(todo))
+                for paths, tensors, failed in batches(todo, prepare, batch_size, workers):
+                    for path, err in failed:
+                        results[str(path.resolve())] = _failure(path, err)
+                    if paths:
+                        with torch.no_grad():
+                            vectors = model.encode_image(torch.stack(tensors).to(device)).float()
+                        keys = [str(path.resolve()) for path in paths]
+                        for row, (path, key) in enumerate(zip(paths, keys, strict=True), len(pooled.names)):
+                            results[key] = {"input": str(path), "status": "ok", "row": row}
+                        pooled.add(vectors.cpu().numpy().astype(dtype), keys)
+                    bar.advance(task, len(paths) + len(failed))
+        finally:
+            pooled.save()  # also on Ctrl-C or SIGTERM: a rerun resumes after what was computed
+    files = {"matrix": str(out / POOLED_MATRIX), "index": str(out / POOLED_INDEX), "rows": len(pooled.names)}
     return [results[str(image.resolve())] for image in images], files

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from clipcli import ui
-from clipcli.batch import run_batch
+from clipcli.batch import OutputNames, run_batch
 from clipcli.errors import BadInputError
 from clipcli.media.h5clouds import H5_EXTENSIONS, is_h5, read_h5_clouds
 from clipcli.media.images import write_png
@@ -351,9 +351,15 @@ def views_picture(maps: torch.Tensor, projection: str) -> np.ndarray:
     return contact_sheet(images.numpy(), columns=-(-len(images) // 2), captions=names)
 
 
+def output_names(out: Path) -> OutputNames:
+    """NAME_views.png in `out` (NAME_NNNN_views.png for shape N of an HDF5 set), the --save-views pictures."""
+    return OutputNames(out, ("{}_views.png",))
+
+
 def views_path(cloud: Cloud, out: Path) -> Path:
     suffix = "" if cloud.index is None else f"_{cloud.index:04d}"
-    return out / f"{cloud.source.stem}{suffix}_views.png"
+    [path] = output_names(out).for_stem(f"{cloud.source.stem}{suffix}")
+    return path
 
 
 def _setup(model_name: str | None, projection: str, labels, prompts, weights, options, device, trust_checkpoint):
@@ -393,6 +399,8 @@ def classify(
     """Top-k labels per cloud; one result per cloud (an HDF5 file gives one per shape), failures included."""
     if top_k < 1:
         raise BadInputError(f"--top-k must be at least 1, got {top_k}")
+    if save_views:
+        output_names(out).check(paths)
     classifier = _setup(model_name, projection, labels, prompts, weights, options, device, trust_checkpoint)
     predictions: dict[str, dict] = {}
 

@@ -713,16 +713,20 @@ def read_pairs(csv_path: Path) -> list[tuple[str, str]]:
 
 
 def find_videos(videos_dir: Path, ids: Sequence[str]) -> dict[str, Path]:
-    """Each id's file, `VIDEOS_DIR/**/ID.<video extension>`."""
+    """Each id's file, `VIDEOS_DIR/**/ID.<video extension>`; an id two files share is refused."""
     if not videos_dir.is_dir():
         raise BadInputError("not a folder", videos_dir)
-    by_stem: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
     for path in walk_videos(videos_dir):
-        by_stem.setdefault(path.stem, path)
+        by_stem.setdefault(path.stem, []).append(path)
     missing = [video_id for video_id in dict.fromkeys(ids) if video_id not in by_stem]
     if missing:
         raise BadInputError(f"{len(missing)} video(s) of the CSV are not in the folder (e.g. {missing[0]})", videos_dir)
-    return {video_id: by_stem[video_id] for video_id in ids}
+    for video_id in dict.fromkeys(ids):
+        if len(by_stem[video_id]) > 1:
+            first, second = by_stem[video_id][:2]
+            raise BadInputError(f"{first} and {second} both have the id {video_id}; keep one")
+    return {video_id: by_stem[video_id][0] for video_id in ids}
 
 
 def evaluate(

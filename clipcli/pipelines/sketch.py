@@ -37,6 +37,7 @@ from clip.model import ModifiedResNet, VisionTransformer
 from PIL import Image
 
 from clipcli import ui
+from clipcli.batch import OutputNames
 from clipcli.errors import BadInputError
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
 from clipcli.models import load_clip, resolve_device
@@ -404,6 +405,12 @@ class SketchSettings:
         return [self.seed + SEED_STEP * i for i in range(self.seeds)]
 
 
+def output_names(out: Path) -> OutputNames:
+    """Every file a sketch can write in `out`: NAME_sketch.{svg,png,json,gif,mp4} and NAME_mask.png."""
+    sketch = ("{}_sketch.svg", "{}_sketch.png", "{}_sketch.json", "{}_sketch.gif", "{}_sketch.mp4")
+    return OutputNames(out, (*sketch, "{}_mask.png"))
+
+
 @dataclass(frozen=True)
 class SketchOutputs:
     """Output paths for one input: NAME_sketch.{svg,png,json}, the animation and the auto mask."""
@@ -416,14 +423,9 @@ class SketchOutputs:
 
     @classmethod
     def for_input(cls, image: Path, out: Path, animate: str | None, auto_mask: bool) -> SketchOutputs:
-        stem = out / f"{image.stem}_sketch"
-        return cls(
-            stem.with_suffix(".svg"),
-            stem.with_suffix(".png"),
-            stem.with_suffix(".json"),
-            stem.with_suffix(f".{animate}") if animate else None,
-            out / f"{image.stem}_mask.png" if auto_mask else None,
-        )
+        svg, png, json_file, gif, mp4, mask = output_names(out).for_input(image)
+        animation = {"gif": gif, "mp4": mp4}.get(animate)
+        return cls(svg, png, json_file, animation, mask if auto_mask else None)
 
     def all_exist(self) -> bool:
         return all(path.exists() for path in (self.svg, self.png, self.json, self.animation, self.mask) if path)
@@ -590,18 +592,12 @@ def run(
         raise BadInputError("--size must be at least 16")
     if mask not in ("none", "auto") and not Path(mask).exists():
         raise BadInputError("no such mask file or folder", mask)
+    output_names(out).check(images)
     loss_model, saliency_model = _load_models(model_name, saliency_model_name, resolve_device(device))
     results: list[dict] = []
-    claimed: set[Path] = set()
     with ui.progress() as bar:
         for path in images:
             outputs = SketchOutputs.for_input(path, out, animate, mask == "auto")
-            if outputs.svg in claimed:
-                error = BadInputError(f"another input already writes {outputs.svg.name}; rename one", path)
-                ui.stderr.print(f"error: {error}", markup=False, highlight=False, soft_wrap=True)
-                results.append({"input": str(path), "status": "failed", "error": str(error)})
-                continue
-            claimed.add(outputs.svg)
             if not overwrite and outputs.all_exist():
                 results.append({"input": str(path), "status": "skipped", "reason": "outputs exist (use --overwrite)"})
                 continue
