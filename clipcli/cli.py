@@ -6,6 +6,8 @@ No tensor code lives here; each subcommand is a thin function over
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -642,6 +644,9 @@ def retrieve(
     image: Annotated[Path | None, typer.Option("--image", help="Query by this image instead of text.")] = None,
     segments: Annotated[bool, typer.Option("--segments", help="Also report each hit's best time range.")] = False,
     paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="One path per line, for pipes.")] = False,
+    null: Annotated[
+        bool, typer.Option("--null", "-0", help="Paths only, each ended by a NUL byte, for xargs -0 (as find -print0).")
+    ] = False,
     sampling: Annotated[str, typer.Option("--sampling", help="uniform or fps (CLIP4Clip's loader).")] = "uniform",
     fast: Annotated[bool, typer.Option("--fast", help="Keyframes near uniform times (approximate).")] = False,
     ann: Annotated[str, typer.Option("--ann", help=ANN_HELP)] = "auto",
@@ -657,6 +662,8 @@ def retrieve(
         query = None
     if fast and sampling != "uniform":
         raise BadInputError("--fast replaces uniform sampling; it cannot be combined with --sampling fps")
+    if null and common.json:
+        raise BadInputError("--null prints paths only; it cannot be combined with --json")
     result = retrieve_pipeline.run(
         items,
         query,
@@ -678,12 +685,18 @@ def retrieve(
         ui.notice(retrieve_pipeline.summary_line(summary))
     if common.json:
         print_json([hit.as_dict() for hit in result.hits])
-    elif paths_only:
-        for hit in result.hits:
-            print(hit.path)
+    elif paths_only or null:
+        _print_paths([hit.path for hit in result.hits], b"\0" if null else b"\n")
     else:
         ui.stdout.print(_retrieve_table(result.hits, segments))
     retrieve_pipeline.raise_for_failed(result.summaries)
+
+
+def _print_paths(paths: list[Path], end: bytes) -> None:
+    """Each path as its file-system bytes (any name prints, UTF-8 or not), followed by `end`."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(b"".join(os.fsencode(path) + end for path in paths))
+    sys.stdout.buffer.flush()
 
 
 def _retrieve_table(hits: list, segments: bool) -> Table:

@@ -45,7 +45,7 @@ from clipcli.models.frames import preprocess_frames
 from clipcli.models.weights import file_sha256, resolve_weights
 from clipcli.store import ann
 from clipcli.store.ann import AnnIndex
-from clipcli.store.index import Failure, Matrix, VideoIndex, VideoRecord
+from clipcli.store.index import Failure, Matrix, VideoIndex, VideoRecord, discard_if_damaged
 
 MAX_WORDS = 32  # CLIP4Clip's --max_words for MSR-VTT, MSVD and LSMDC
 DEFAULT_FRAMES = 12  # CLIP4Clip's --max_frames for the same
@@ -605,12 +605,15 @@ def open_indexes(
     update: bool,
     reindex: bool = False,
 ) -> tuple[list[tuple[VideoIndex, list[Path]]], list[UpdateSummary]]:
-    """Open (and unless `update` is false, refresh) each group's index."""
+    """Open (and unless `update` is false, refresh) each group's index; `reindex` rebuilds a damaged one."""
     opened, summaries = [], []
     try:
         for folder, roots in groups:
+            damage = discard_if_damaged(folder, on_wait=ui.notice) if update and reindex else None
             index = VideoIndex(folder, create=update)
             opened.append((index, roots))
+            if damage is not None:
+                ui.notice(f"{index.db_path}: the index was damaged ({damage}); building it afresh")
             if update:
                 files = list(dict.fromkeys(path for root in roots for path in walk_videos(root)))
                 summaries.append(

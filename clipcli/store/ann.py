@@ -14,10 +14,10 @@ clustered embeddings scan few lists, and structureless ones (random vectors,
 whose neighbours lie anywhere) scan most of them: the recall holds either way,
 the speed-up is the data's.
 
-It is persisted beside the index as `ann-GEN.faiss` and `ann-GEN.json` (GEN:
-the database generation of the snapshot it indexes, which every write bumps:
-videos added, changed or removed, or another model), each written atomically,
-and memory-mapped when read back.
+It is persisted beside the index as `ann-ID-GEN.faiss` and `ann-ID-GEN.json`
+(ID: the database's random id, GEN: the generation of the snapshot it indexes,
+which every write bumps: videos added, changed or removed, or another model),
+each written atomically, and memory-mapped when read back.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ import numpy as np
 
 from clipcli.errors import BadInputError
 from clipcli.store.atomic import atomic_path
+from clipcli.store.cache import remove_stale
 
 MODES = ("auto", "on", "off")
 DEFAULT_THRESHOLD = 100_000  # `--ann auto` searches approximately above this many videos
@@ -211,37 +212,47 @@ def fingerprint(keys: list[bytes], embeddings: np.ndarray, identity: dict | None
     return digest.hexdigest()
 
 
+def _current(path: Path, database_id: str, generation: int) -> bool:
+    """Whether `path` is an `ann-ID-GEN.*` file of this database, of this generation or a newer one."""
+    prefix = f"ann-{database_id}-"
+    number = path.name.split(".")[0].removeprefix(prefix)
+    return path.name.startswith(prefix) and number.isdigit() and int(number) >= generation
+
+
 def load_or_build(
     folder: Path,
+    database_id: str | None,
     generation: int,
     keys: list[bytes],
     embeddings: np.ndarray,
     identity: dict | None,
     on_build: Callable[[str], None] | None = None,
 ) -> AnnIndex:
-    """The approximate index of this snapshot: `folder/ann-GEN.faiss` if it matches, else built and saved there.
+    """The approximate index of this snapshot: `folder/ann-ID-GEN.faiss` if it matches, else built and saved there.
 
-    A folder that cannot be written to only costs building it again next time.
+    A folder that cannot be written to only costs building it again next
+    time; a database without an id (a read-only one from before ids) gets
+    its index built in memory only.
     """
-    faiss_file = folder / f"ann-{generation}.faiss"
+    faiss_file = folder / f"ann-{database_id}-{generation}.faiss"
     meta = {
         "format": FORMAT,
         "videos": len(keys),
         "dim": int(embeddings.shape[1]),
         "fingerprint": fingerprint(keys, embeddings, identity),
     }
-    loaded = AnnIndex.load(faiss_file, meta)
+    loaded = AnnIndex.load(faiss_file, meta) if database_id is not None else None
     if loaded is not None:
         return loaded
     if on_build is not None:
         on_build(f"building the approximate search index of {len(keys)} videos (once per change of the index)")
     built = AnnIndex.build(embeddings)
+    if database_id is None:
+        return built
     try:
         built.save(faiss_file, meta)
-        for old in folder.glob("ann-*"):  # older generations only: a newer one may be another process's
-            number = old.stem.removeprefix("ann-")
-            if number.isdigit() and int(number) < generation:
-                old.unlink(missing_ok=True)
+        # Newer generations of this database stay: they may be another process's.
+        remove_stale(folder, "ann-", lambda path: _current(path, database_id, generation))
     except OSError:
         pass
     return built

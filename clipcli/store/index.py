@@ -6,22 +6,31 @@ failed (and why), its duration, its pooled video embedding (the head's,
 L2-normalised, fp16), and per frame the L2-normalised CLIP embedding (fp16),
 that embedding's norm (fp32, so heads that need raw features get them back)
 and the frame's timestamp. A `meta` table records which model and sampling
-made the embeddings; a different one empties the index. Beside it, with faiss
-installed, `ann-GEN.faiss` is an approximate search index of the embeddings
-(`clipcli.store.ann`).
+made the embeddings; a different one empties the index. It also holds a random
+id, drawn when the database is created, that names the files derived from it
+beside it: `snapshot-ID-GEN.*` (all embeddings in one array) and, with faiss
+installed, `ann-ID-GEN.faiss` (`clipcli.store.ann`). A database deleted and
+rebuilt has another id, so files of the old one are never served for it.
 
 Consistency: SQLite transactions (WAL journal) make each committed batch
 durable and a crash or Ctrl-C lose at most the batch in flight, so a rerun
 resumes. Writers also take an exclusive lock on `index.lock` beside the
 database, so two processes never embed the same files at once; readers need
 no lock. Paths are stored as absolute file-system bytes, so any file name works.
+
+Failures: SQLite errors become one-line errors naming the database: damaged
+pages (rebuild with `--reindex`), a full disk (the batch in flight is rolled
+back), a read-only index (search it with `--no-update`, which opens it
+read-only and never writes).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
+import secrets
 import sqlite3
 import time
 from bisect import bisect_left
@@ -33,11 +42,13 @@ import numpy as np
 
 from clipcli.errors import BadInputError
 from clipcli.store.ann import AnnIndex, load_or_build
-from clipcli.store.atomic import atomic_path
+from clipcli.store.cache import remove_stale, write_cache
 
 SCHEMA_VERSION = 1
 DB_NAME = "index.sqlite3"
 LOCK_NAME = "index.lock"
+# SQLite primary result codes (the sqlite3.SQLITE_* constants of Python 3.11+).
+_READONLY, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 8, 11, 13, 14, 26
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -172,29 +183,103 @@ def _prefix_range(root: Path) -> tuple[bytes, bytes, bytes]:
     return exact, low, low[:-1] + bytes([low[-1] + 1])
 
 
+def _error_code(err: sqlite3.Error) -> int:
+    """SQLite's primary result code for an error (0 where Python does not say: before 3.11)."""
+    return getattr(err, "sqlite_errorcode", 0) & 0xFF
+
+
+def _database_error(err: sqlite3.Error, db_path: Path) -> BadInputError:
+    """The one-line error for a failing index database, saying how to go on."""
+    code = _error_code(err)
+    if code in (_CORRUPT, _NOTADB):
+        advice = "the index is damaged; rebuild it with `clipcli retrieve --reindex` (or delete the folder)"
+    elif code == _FULL:
+        advice = "the disk is full; the index keeps what was committed before, free some space and rerun"
+    elif code == _READONLY:
+        advice = "the index cannot be written here; search it as it is with --no-update"
+    else:
+        advice = "cannot use the index database"
+    return BadInputError(f"{advice} ({err})", db_path)
+
+
+def _reports_database_errors(method: Callable) -> Callable:
+    """Turn SQLite errors of a `VideoIndex` method into one-line errors naming its database."""
+
+    @functools.wraps(method)
+    def checked(self: VideoIndex, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except sqlite3.Error as err:
+            raise _database_error(err, self.db_path) from None
+
+    return checked
+
+
+def _connect_read_only(db_path: Path) -> sqlite3.Connection:
+    """A connection that writes nothing, not even SQLite's WAL index.
+
+    `mode=ro` needs the `-shm` file beside the database or the right to
+    create it; where neither holds (a read-only folder), `immutable=1` reads
+    the database file as it is.
+    """
+    uri = db_path.as_uri()
+    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=60.0)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError as err:
+        db.close()
+        if _error_code(err) not in (0, _READONLY, _CANTOPEN):
+            raise
+        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
+    return db
+
+
+def _connect(db_path: Path) -> sqlite3.Connection:
+    """The database, created if need be, in WAL mode."""
+    db = sqlite3.connect(db_path, isolation_level=None, timeout=60.0)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(_SCHEMA)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
 class VideoIndex:
-    """An index folder's database. Use `lock()` around updates."""
+    """An index folder's database. Use `lock()` around updates.
+
+    `create=False` (`--no-update`) opens an existing database read-only.
+    """
 
     def __init__(self, folder: str | Path, *, create: bool = True):
         self.folder = Path(folder).expanduser().absolute()
         self.db_path = self.folder / DB_NAME
+        self.read_only = not create
         if not create and not self.db_path.is_file():
             raise BadInputError("no index here yet (run without --no-update to build it)", self.folder)
         if self.folder.exists() and not self.folder.is_dir():
             raise BadInputError("--index must be a folder", self.folder)
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            self.db = sqlite3.connect(self.db_path, isolation_level=None, timeout=60.0)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(_SCHEMA)
-        except (sqlite3.DatabaseError, OSError) as err:
+            if self.read_only:
+                self.db = _connect_read_only(self.db_path)
+            else:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                self.db = _connect(self.db_path)
+        except OSError as err:
             raise BadInputError(f"cannot open the index database ({err})", self.db_path) from None
+        except sqlite3.Error as err:
+            raise _database_error(err, self.db_path) from None
         self._matrix: Matrix | None = None
         self._matrix_generation = -1
         self._ann: AnnIndex | None = None
         self._ann_generation = -1
-        self._check_schema()
+        try:
+            self.id = self._check_schema()
+        except BaseException:
+            self.db.close()
+            raise
 
     def close(self) -> None:
         self.db.close()
@@ -211,24 +296,30 @@ class VideoIndex:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    def _check_schema(self) -> None:
+    @_reports_database_errors
+    def _check_schema(self) -> str | None:
+        """The database's id, given to it here if it is new (or older than ids) and writable."""
         version = self._meta("schema")
-        if version is None:
-            with self.transaction():
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif version != str(SCHEMA_VERSION):
+        if version not in (None, str(SCHEMA_VERSION)):
             raise BadInputError(
                 f"index was written by another clipcli version (schema {version}, this one "
                 f"reads {SCHEMA_VERSION}); delete the folder or choose another --index",
                 self.folder,
             )
+        if self._meta("id") is None and not self.read_only:
+            with self.transaction():
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
+                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('id', ?)", (secrets.token_hex(8),))
+        return self._meta("id")
 
     @property
+    @_reports_database_errors
     def identity(self) -> dict | None:
         """The model and sampling settings the stored embeddings came from."""
         text = self._meta("identity")
         return None if text is None else json.loads(text)
 
+    @_reports_database_errors
     def reset(self, identity: dict) -> None:
         """Forget every video and record a new identity (the model or sampling changed)."""
         with self.transaction():
@@ -248,21 +339,25 @@ class VideoIndex:
                 (exact, low, high),
             )
 
+    @_reports_database_errors
     def stamps(self, roots: Iterable[Path]) -> dict[Path, Stamp]:
         """Stamps of every stored video under (or equal to) the roots."""
         rows = self._under(roots, "path, size, mtime_ns, status")
         return {_path(key): Stamp(size, mtime, status == "ok") for key, size, mtime, status in rows}
 
+    @_reports_database_errors
     def failures(self, roots: Iterable[Path]) -> list[tuple[Path, str]]:
         return [(_path(key), error) for key, error in self._under(roots, "path, error", "status = 'failed'")]
 
+    @_reports_database_errors
     def matrix(self, roots: Iterable[Path]) -> Matrix:
         """Pooled embeddings `[N, D]` (fp16) of the indexed videos under the roots, sorted by path.
 
-        Served from `snapshot-GEN.npy` (memory-mapped) and `snapshot-GEN.keys`,
-        a copy of all rows tagged with the database's generation (bumped by
-        every write), so a query does not walk 100k SQLite rows; a stale or
-        missing snapshot is rebuilt from the database.
+        Served from `snapshot-ID-GEN.npy` (memory-mapped) and `snapshot-ID-GEN.keys`,
+        a copy of all rows tagged with the database's id and generation (bumped
+        by every write), so a query does not walk 100k SQLite rows; a stale or
+        missing snapshot is rebuilt from the database (and kept in memory only
+        where it cannot be saved).
         """
         return self._snapshot().select(roots)
 
@@ -270,40 +365,37 @@ class VideoIndex:
         generation = self._generation()
         if self._matrix is not None and self._matrix_generation == generation:
             return self._matrix
-        snapshot = self._load_snapshot(generation)
+        snapshot = self._load_snapshot(generation) if self.id is not None else None
         if snapshot is None:
             generation, snapshot = self._read_snapshot()
-            self._save_snapshot(generation, snapshot)
+            if self.id is not None:
+                self._save_snapshot(generation, snapshot)
         self._matrix, self._matrix_generation = snapshot, generation
         return snapshot
 
     def _snapshot_files(self, generation: int) -> tuple[Path, Path]:
-        return self.folder / f"snapshot-{generation}.keys", self.folder / f"snapshot-{generation}.npy"
+        stem = f"snapshot-{self.id}-{generation}"
+        return self.folder / f"{stem}.keys", self.folder / f"{stem}.npy"
 
     def _load_snapshot(self, generation: int) -> Matrix | None:
-        """The snapshot of this generation, its embeddings memory-mapped, or None if there is none."""
+        """The snapshot of this generation, its embeddings memory-mapped, or None if there is none (or a bad one)."""
         keys_file, embeddings_file = self._snapshot_files(generation)
         try:
             keys = keys_file.read_bytes()
             embeddings = np.load(embeddings_file, mmap_mode="r")
-        except (OSError, ValueError):
+        except (OSError, EOFError, ValueError):
             return None
         keys = keys.split(b"\0") if keys else []
-        return Matrix(keys, embeddings) if len(keys) == len(embeddings) else None
+        sound = embeddings.ndim == 2 and embeddings.dtype == np.float16 and len(keys) == len(embeddings)
+        return Matrix(keys, embeddings) if sound else None
 
     def _save_snapshot(self, generation: int, snapshot: Matrix) -> None:
-        """Keys, then embeddings (each atomically), then drop older snapshots."""
+        """Keys, then embeddings (each atomically), then drop other snapshots; a read-only folder saves nothing."""
         keys_file, embeddings_file = self._snapshot_files(generation)
-        try:
-            with atomic_path(keys_file) as tmp:
-                tmp.write_bytes(b"\0".join(snapshot.keys))
-            with atomic_path(embeddings_file) as tmp:
-                np.save(tmp, snapshot.embeddings)
-            for old in self.folder.glob("snapshot-*"):
-                if old not in (keys_file, embeddings_file):
-                    old.unlink(missing_ok=True)
-        except OSError:
-            pass  # a read-only index folder only costs rebuilding the snapshot per query
+        write_cache(keys_file, lambda tmp: tmp.write_bytes(b"\0".join(snapshot.keys)))
+        write_cache(embeddings_file, lambda tmp: np.save(tmp, snapshot.embeddings))
+        with contextlib.suppress(OSError):
+            remove_stale(self.folder, "snapshot-", lambda path: path in (keys_file, embeddings_file))
 
     def _read_snapshot(self) -> tuple[int, Matrix]:
         """The generation and every embedded row, read in one transaction so they agree."""
@@ -321,20 +413,28 @@ class VideoIndex:
     def _generation(self) -> int:
         return int(self._meta("generation") or 0)
 
+    @_reports_database_errors
     def ann(self, on_build: Callable[[str], None] | None = None) -> AnnIndex:
         """The approximate (faiss) index of the snapshot the last `matrix()` served; needs faiss.
 
-        Read from `ann-GEN.faiss` beside the database, else built (`on_build`
+        Read from `ann-ID-GEN.faiss` beside the database, else built (`on_build`
         is told) and saved there: see `clipcli.store.ann`.
         """
         snapshot = self._matrix if self._matrix is not None else self._snapshot()
         if self._ann is None or self._ann_generation != self._matrix_generation:
             self._ann = load_or_build(
-                self.folder, self._matrix_generation, snapshot.keys, snapshot.embeddings, self.identity, on_build
+                self.folder,
+                self.id,
+                self._matrix_generation,
+                snapshot.keys,
+                snapshot.embeddings,
+                self.identity,
+                on_build,
             )
             self._ann_generation = self._matrix_generation
         return self._ann
 
+    @_reports_database_errors
     def frames(self, path: Path) -> Frames:
         """A stored video's frames (KeyError if it is not indexed)."""
         row = self.db.execute(
@@ -353,6 +453,7 @@ class VideoIndex:
             np.frombuffer(timestamps, np.float64).copy(),
         )
 
+    @_reports_database_errors
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM videos WHERE status = 'ok'").fetchone()[0]
 
@@ -360,7 +461,7 @@ class VideoIndex:
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[None]:
-        """All or nothing: BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C included).
+        """All or nothing: BEGIN IMMEDIATE ... COMMIT, rolled back on any exception (Ctrl-C, a full disk at COMMIT).
 
         Each one bumps the generation, which tells readers their snapshot is stale.
         """
@@ -368,11 +469,13 @@ class VideoIndex:
         try:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('generation', ?)", (str(self._generation() + 1),))
             yield
+            self.db.execute("COMMIT")
         except BaseException:
-            self.db.execute("ROLLBACK")
+            if self.db.in_transaction:  # SQLite rolls back by itself after some errors (a full disk mid-statement)
+                self.db.execute("ROLLBACK")
             raise
-        self.db.execute("COMMIT")
 
+    @_reports_database_errors
     def write(self, records: Iterable[VideoRecord], failures: Iterable[Failure] = ()) -> None:
         """Store one batch of embedded and failed videos in one transaction."""
         now = time.time()
@@ -407,6 +510,7 @@ class VideoIndex:
                 )
                 self.db.execute("DELETE FROM frames WHERE path = ?", (key,))
 
+    @_reports_database_errors
     def remove(self, paths: Iterable[Path]) -> None:
         keys = [(_key(path),) for path in paths]
         if keys:
@@ -416,38 +520,80 @@ class VideoIndex:
 
     # ------------------------------------------------------------ locking
 
-    @contextlib.contextmanager
-    def lock(self, timeout: float | None = None, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
-        """Exclusive right to update this index, across processes.
+    def lock(
+        self, timeout: float | None = None, on_wait: Callable[[str], None] | None = None
+    ) -> contextlib.AbstractContextManager[None]:
+        """Exclusive right to update this index, across processes: see `update_lock`."""
+        return update_lock(self.folder, timeout, on_wait)
 
-        Waits for another holder (forever when `timeout` is None, after
-        calling `on_wait` once with a message), then raises a clear error.
-        """
-        path = self.folder / LOCK_NAME
+
+@contextlib.contextmanager
+def update_lock(
+    folder: Path, timeout: float | None = None, on_wait: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Exclusive right to update the index in `folder`, across processes.
+
+    Waits for another holder (forever when `timeout` is None, after
+    calling `on_wait` once with a message), then raises a clear error.
+    """
+    path = folder / LOCK_NAME
+    try:
         handle = open(path, "a+")  # noqa: SIM115  held for the duration of the lock
+    except OSError as err:
+        raise BadInputError(f"cannot lock the index for updating ({err}); search it with --no-update", path) from None
+    try:
+        start, announced = time.monotonic(), False
+        while not _try_lock(handle):
+            if timeout is not None and time.monotonic() - start >= timeout:
+                raise BadInputError(
+                    f"index is being updated by another process{_holder(path)}; wait for it, or use another --index",
+                    folder,
+                )
+            if not announced and on_wait is not None:
+                on_wait(f"waiting for another clipcli{_holder(path)} to finish updating {folder}")
+                announced = True
+            time.sleep(0.1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
         try:
-            start, announced = time.monotonic(), False
-            while not _try_lock(handle):
-                if timeout is not None and time.monotonic() - start >= timeout:
-                    raise BadInputError(
-                        f"index is being updated by another process{_holder(path)}; "
-                        "wait for it, or use another --index",
-                        self.folder,
-                    )
-                if not announced and on_wait is not None:
-                    on_wait(f"waiting for another clipcli{_holder(path)} to finish updating {self.folder}")
-                    announced = True
-                time.sleep(0.1)
-            handle.seek(0)
-            handle.truncate()
-            handle.write(str(os.getpid()))
-            handle.flush()
-            try:
-                yield
-            finally:
-                _unlock(handle)
+            yield
         finally:
-            handle.close()
+            _unlock(handle)
+    finally:
+        handle.close()
+
+
+def _damage(db_path: Path) -> str | None:
+    """What SQLite finds wrong in a database's pages, or None when they are sound."""
+    db = sqlite3.connect(db_path, isolation_level=None, timeout=60.0)
+    try:
+        problems = db.execute("PRAGMA quick_check").fetchall()
+    except sqlite3.DatabaseError as err:
+        if _error_code(err) in (_CORRUPT, _NOTADB):
+            return str(err)
+        raise _database_error(err, db_path) from None
+    finally:
+        db.close()
+    return None if problems == [("ok",)] else problems[0][0]
+
+
+def discard_if_damaged(folder: str | Path, on_wait: Callable[[str], None] | None = None) -> str | None:
+    """Delete the index database in `folder` if SQLite finds it damaged, so it is built afresh; what was wrong.
+
+    Checks every page (`PRAGMA quick_check`), so it is for `--reindex`, which
+    reads every video again anyway. Holds the update lock while it checks.
+    """
+    db_path = Path(folder).expanduser().absolute() / DB_NAME
+    if not db_path.is_file():
+        return None
+    with update_lock(db_path.parent, on_wait=on_wait):
+        problem = _damage(db_path)
+        if problem is not None:
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+    return problem
 
 
 def _holder(lock_path: Path) -> str:

@@ -1,0 +1,59 @@
+"""Files that only save recomputation: embedding caches, index snapshots, approximate indexes.
+
+Losing one must never fail a command. A damaged file (truncated, overwritten,
+not what it should hold) is reported once and recomputed; a folder that cannot
+be written (read-only, full) only costs recomputing next time.
+"""
+
+from __future__ import annotations
+
+import time
+import zipfile
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from clipcli import ui
+from clipcli.store.atomic import atomic_path
+
+T = TypeVar("T")
+STRAY_TEMP_AGE_S = 600  # a temp file this old was left by a writer that died: no write takes this long
+_DAMAGE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def read_cache(path: Path, read: Callable[[Path], T]) -> T | None:
+    """`read(path)`, or None when there is no such file or it is damaged (said once on stderr).
+
+    `read` raises ValueError for contents that are not what the cache holds.
+    """
+    try:
+        return read(path)
+    except FileNotFoundError:
+        return None
+    except _DAMAGE as err:
+        ui.notice(f"{path}: cannot use this cache ({type(err).__name__}: {err}); computing it again")
+        return None
+
+
+def write_cache(path: Path, write: Callable[[Path], None]) -> None:
+    """`write(temp path)`, then the temp file replaces `path`; nothing happens if the folder cannot be written."""
+    try:
+        with atomic_path(path) as tmp:
+            write(tmp)
+    except OSError:
+        pass
+
+
+def remove_stale(folder: Path, prefix: str, keep: Callable[[Path], bool]) -> None:
+    """Delete the `prefix*` files `keep` rejects and the `.prefix*` temp files of writers that died."""
+    for path in folder.glob(f"{prefix}*"):
+        if not keep(path):
+            path.unlink(missing_ok=True)
+    oldest = time.time() - STRAY_TEMP_AGE_S
+    for path in folder.glob(f".{prefix}*"):
+        try:
+            if path.stat().st_mtime < oldest:
+                path.unlink()
+        except FileNotFoundError:
+            pass  # its writer finished (or another cleaner came first)
