@@ -350,6 +350,28 @@ def test_wrong_ply_header_names_the_file(tmp_path):
         load_points(path)
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_ply_header_line_without_a_keyword_is_read_as_a_comment_with_a_warning(tmp_path, binary):
+    # Blender 2.47's exporter wrote its credit line without the 'comment' keyword (assimp's Wuson.ply).
+    cloud = cube_points(8)
+    path = write_ply(tmp_path / "wuson.ply", cloud, binary=binary)
+    credit = b"Created by Blender3D 247 - www.blender.org, source file: 'wuson.blend'"
+    path.write_bytes(path.read_bytes().replace(b"comment written by tests/makers/points.py", credit, 1))
+    with pytest.warns(PointCloudWarning, match=r"wuson\.ply: PLY header line 3 has no known keyword") as caught:
+        points = load_points(path)
+    assert len(caught) == 1 and "Created by Blender3D 247" in str(caught[0].message)
+    np.testing.assert_array_equal(points, cloud)
+
+
+@pytest.mark.parametrize("version", [b"9.9", b"2.0", b"0.9"])
+def test_ply_format_version_other_than_1_0_is_refused(tmp_path, version):
+    path = write_ply(tmp_path / "future.ply", cube_points(8))
+    path.write_bytes(path.read_bytes().replace(b"format ascii 1.0", b"format ascii " + version, 1))
+    with pytest.raises(BadInputError, match=r"future\.ply: unsupported PLY format version") as error:
+        load_points(path)
+    assert version.decode() in str(error.value) and "1.0" in str(error.value)
+
+
 @pytest.mark.parametrize("binary", [False, "little", "big"])
 def test_truncated_ply_is_an_error(tmp_path, cloud, binary):
     path = write_ply(tmp_path / "cut.ply", cloud, binary=binary)

@@ -41,7 +41,12 @@ class _Ragged(NamedTuple):
     counts: np.ndarray
 
 
-_Geometry = tuple[np.ndarray, "_Ragged | None"]  # vertices [V, 3] float64, polygons (or None)
+class _Geometry(NamedTuple):
+    """What a reader found; `notes` are header oddities it read past, for `load_mesh` to warn about."""
+
+    vertices: np.ndarray  # [V, 3] float64
+    polygons: _Ragged | None
+    notes: tuple[str, ...] = ()
 
 
 def load_points(path: str | Path, *, mesh_samples: int = 10_000, seed: int = 0) -> np.ndarray:
@@ -80,9 +85,11 @@ def load_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
     reader = _reader_for(path)
     data = _read_bytes(path)
     try:
-        vertices, polygons = reader(data)
+        vertices, polygons, notes = _Geometry(*reader(data))
     except _Malformed as error:
         raise BadInputError(str(error), path) from None
+    for note in notes:
+        _warn(path, note, stacklevel=2)
     triangles = None if polygons is None else fan_triangulate(polygons.values, polygons.counts)
     if triangles is not None and len(triangles):
         _check_indices(triangles, len(vertices), path)
@@ -258,7 +265,7 @@ _PlyColumns = dict[str, "np.ndarray | _Ragged"]
 
 def _read_ply(data: bytes) -> _Geometry:
     """PLY in ascii or either binary byte order; any element order, any numeric types."""
-    elements, byte_order, body = _parse_ply_header(data)
+    elements, byte_order, body, notes = _parse_ply_header(data)
     if not any(element.name == "vertex" for element in elements):
         raise _Malformed("PLY header declares no vertex element")
     found = _read_ply_elements(elements, body, byte_order, wanted=("vertex", "face"))
@@ -268,11 +275,15 @@ def _read_ply(data: bytes) -> _Geometry:
     vertices = _xyz_columns([vertex_columns[axis] for axis in "xyz"])
     face_lists = [found.get("face", {}).get(name) for name in _PLY_FACE_LISTS]
     polygons = next((faces for faces in face_lists if isinstance(faces, _Ragged)), None)
-    return vertices, polygons
+    return _Geometry(vertices, polygons, notes)
 
 
-def _parse_ply_header(data: bytes) -> tuple[list[_PlyElement], str | None, bytes]:
-    """Elements, byte order ('<', '>' or None for ascii) and the bytes after the header."""
+def _parse_ply_header(data: bytes) -> tuple[list[_PlyElement], str | None, bytes, tuple[str, ...]]:
+    """Elements, byte order ('<', '>' or None for ascii), the bytes after the header, and notes.
+
+    A line that starts with no PLY keyword is read as a comment and noted:
+    Blender 2.47 wrote its credit line without the 'comment' keyword.
+    """
     if not re.match(rb"ply[ \t]*\r?\n", data):
         raise _Malformed("not a PLY file: header does not start with 'ply'")
     end = _PLY_END_HEADER.search(data)
@@ -280,6 +291,7 @@ def _parse_ply_header(data: bytes) -> tuple[list[_PlyElement], str | None, bytes
         raise _Malformed("not a PLY file: header has no 'end_header' line")
     elements: list[_PlyElement] = []
     byte_order = "missing"
+    notes: list[str] = []
     for line_number, line in enumerate(data[: end.start()].decode("latin-1").splitlines()[1:], start=2):
         words = line.split()
         if not words or words[0] in ("comment", "obj_info"):
@@ -287,17 +299,24 @@ def _parse_ply_header(data: bytes) -> tuple[list[_PlyElement], str | None, bytes
         try:
             if words[0] == "format":
                 byte_order = _PLY_BYTE_ORDERS[words[1]]
+                _check_ply_version(words[2])
             elif words[0] == "element":
                 elements.append(_PlyElement(words[1], _count(words[2]), []))
             elif words[0] == "property":
                 elements[-1].properties.append(_ply_property(words))
             else:
-                raise ValueError
+                notes.append(f"PLY header line {line_number} has no known keyword; read as a comment: {line.strip()!r}")
         except (ValueError, IndexError, KeyError):
             raise _Malformed(f"bad PLY header line {line_number}: {line.strip()!r}") from None
     if byte_order == "missing":
         raise _Malformed("PLY header has no 'format' line")
-    return elements, byte_order, data[end.end() :]
+    return elements, byte_order, data[end.end() :], tuple(notes)
+
+
+def _check_ply_version(word: str) -> None:
+    """1.0 is the only PLY version there is; another number means a format this reader does not know."""
+    if float(word) != 1.0:
+        raise _Malformed(f"unsupported PLY format version {word!r}: only 1.0 exists")
 
 
 def _count(word: str) -> int:
