@@ -28,7 +28,7 @@ from clipcli import cli, ui
 from clipcli.batch import expand_inputs
 from clipcli.errors import BadInputError
 from clipcli.media.images import IMAGE_EXTENSIONS
-from clipcli.pipelines import depth, features, retrieve
+from clipcli.pipelines import audio, depth, features, retrieve
 from clipcli.store.atomic import atomic_path
 
 runner = CliRunner()
@@ -327,3 +327,13 @@ def test_retrieve_eval_refuses_two_videos_with_one_id(tmp_path):
         retrieve.find_videos(tmp_path, ["video7", "video8"])
     assert str(caught.value) == f"{first} and {second} both have the id video7; keep one"
     assert retrieve.find_videos(tmp_path / "a", ["video8"]) == {"video8": tmp_path / "a" / "video8.mp4"}
+
+
+def test_audio_tag_image_folder_leaves_out_temp_files(tmp_path):
+    image = make_input(tmp_path / "images" / "bell.png")
+    make_input(tmp_path / "images" / leftover_temp_name(tmp_path / "images"))
+    assert audio._image_folder(tmp_path / "images") == [image]
+    (tmp_path / "empty").mkdir()
+    make_input(tmp_path / "empty" / leftover_temp_name(tmp_path / "empty"))
+    with pytest.raises(BadInputError, match="empty: no images"):
+        audio._image_folder(tmp_path / "empty")

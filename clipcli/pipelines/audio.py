@@ -27,6 +27,7 @@ from clip.clip import _transform
 from PIL import Image
 
 from clipcli import ui
+from clipcli.batch import expand_inputs
 from clipcli.errors import BadInputError
 from clipcli.media.audio import load_audio
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
@@ -466,7 +467,7 @@ def run(
 def _image_folder(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise BadInputError("--images needs a folder of images", folder)
-    paths = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-    if not paths:
-        raise BadInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder", folder)
-    return paths
+    try:
+        return expand_inputs([folder], IMAGE_EXTENSIONS)
+    except BadInputError:
+        raise BadInputError(f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the folder", folder) from None
