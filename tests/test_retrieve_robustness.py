@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from makers.read_only import make_read_only, make_writable, read_only_cli  # noqa: F401  (a fixture)
+from makers.read_only import make_read_only, make_writable, read_only_cli
 from makers.video import index_frames, write_video
 from typer.testing import CliRunner
 
@@ -262,25 +262,40 @@ def test_approximate_index_files_of_another_database_are_removed(tmp_path, retri
 # ---------------------------------------------------------------- read-only index (item 9d)
 
 
-def test_no_update_searches_a_read_only_index(videos, tiny_vit_path, tmp_path, read_only_cli):  # noqa: F811
-    folder, index_dir = videos[0].parent, tmp_path / "index"
-    result, expected = search(folder, tiny_vit_path, "--index", index_dir)
+def read_only_index(videos, model, index_dir):
+    """An index of the videos, without its snapshot (a search must read the database), made read-only."""
+    result, hits = search(videos[0].parent, model, "--index", index_dir)
     assert result.exit_code == 0, result.output
     for snapshot in index_dir.glob("snapshot-*"):
-        snapshot.unlink()  # so the search must read the database and cannot save what it read
-    files = sorted(os.listdir(index_dir))
+        snapshot.unlink()
     make_read_only(index_dir)
+    return hits
+
+
+def test_no_update_searches_a_read_only_index(videos, tiny_vit_path, tmp_path):
+    index_dir = tmp_path / "index"
+    expected = read_only_index(videos, tiny_vit_path, index_dir)
+    files = sorted(os.listdir(index_dir))
     try:
-        common = ("--model", tiny_vit_path, "--device", "cpu", "--index", index_dir)
-        searched = read_only_cli("retrieve", folder, "a square", *common, "--json", "--no-update")
-        updated = read_only_cli("retrieve", folder, "a square", *common)
+        child = read_only_cli("retrieve", videos[0].parent, "a square", "--model", tiny_vit_path, "--device", "cpu",
+                              "--index", index_dir, "--json", "--no-update")  # fmt: skip
     finally:
         make_writable(index_dir)
-    assert searched.returncode == 0, searched.stderr.decode()
-    assert [hit["path"] for hit in json.loads(searched.stdout)] == expected
+    assert child.returncode == 0, child.stderr.decode()
+    assert [hit["path"] for hit in json.loads(child.stdout)] == expected
     assert sorted(os.listdir(index_dir)) == files
-    assert updated.returncode == 2, updated.stderr.decode()
-    (line,) = updated.stderr.decode().strip().splitlines()
+
+
+def test_updating_a_read_only_index_says_to_search_it_with_no_update(videos, tiny_vit_path, tmp_path):
+    index_dir = tmp_path / "index"
+    read_only_index(videos, tiny_vit_path, index_dir)
+    try:
+        child = read_only_cli("retrieve", videos[0].parent, "a square", "--model", tiny_vit_path, "--device", "cpu",
+                              "--index", index_dir)  # fmt: skip
+    finally:
+        make_writable(index_dir)
+    assert child.returncode == 2, child.stderr.decode()
+    (line,) = child.stderr.decode().strip().splitlines()
     assert str(index_dir) in line and "--no-update" in line
 
 

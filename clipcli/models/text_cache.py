@@ -4,7 +4,8 @@ Zero-shot VQA fills one statement per candidate answer, so a question over the
 1,000-odd object names costs a thousand text encodings; many of them recur
 across questions and runs. Each model (by weights sha256 and dtype) gets one
 cache file of texts and embeddings under `$XDG_CACHE_HOME/clipcli/text/`,
-capped at `MAX_ENTRIES` (oldest dropped first).
+capped at `MAX_ENTRIES` (oldest dropped first). A damaged file is re-encoded
+(with a notice); a folder that cannot be written only costs re-encoding.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 import torch
 
 from clipcli.models.text_encoder import encode_prompts
-from clipcli.store.atomic import atomic_path
+from clipcli.store.cache import read_cache, write_cache
 
 MAX_ENTRIES = 50_000
 _MEMORY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -29,24 +30,19 @@ def cache_file(model_id: str, model) -> Path:
     return base / "clipcli" / "text" / f"{model_id[:32]}-{str(model.dtype).removeprefix('torch.')}.npz"
 
 
-def _read(path: Path, width: int) -> dict[str, np.ndarray]:
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            texts, embeddings = data["texts"], data["embeddings"]
-    except (OSError, ValueError, KeyError):
-        return {}  # no cache yet, or an unusable one: encode again
-    if embeddings.ndim != 2 or embeddings.shape != (len(texts), width) or not np.isfinite(embeddings).all():
-        return {}
+def _read_table(path: Path, width: int) -> dict[str, np.ndarray]:
+    """Text -> embedding from a cache file; ValueError unless it holds one finite `width`-d row per text."""
+    with np.load(path, allow_pickle=False) as data:
+        texts, embeddings = data["texts"], data["embeddings"]
+    if texts.ndim != 1 or embeddings.shape != (len(texts), width) or not np.isfinite(embeddings).all():
+        raise ValueError(f"{embeddings.shape} embeddings for {texts.shape} texts, expected {width}-d finite rows")
     return dict(zip(texts.tolist(), embeddings.astype(np.float32), strict=True))
 
 
 def _write(path: Path, table: dict[str, np.ndarray]) -> None:
     items = list(table.items())[-MAX_ENTRIES:]
-    try:
-        with atomic_path(path) as tmp:
-            np.savez(tmp, texts=np.array([text for text, _ in items]), embeddings=np.stack([e for _, e in items]))
-    except OSError:
-        pass  # a read-only cache folder only costs re-encoding
+    texts, embeddings = np.array([text for text, _ in items]), np.stack([row for _, row in items])
+    write_cache(path, lambda tmp: np.savez(tmp, texts=texts, embeddings=embeddings))
 
 
 def _encode(model, texts: list[str]) -> np.ndarray:
@@ -63,7 +59,7 @@ def text_embeddings(model, texts: Sequence[str], model_id: str | None = None) ->
     missing = [text for text in dict.fromkeys(texts) if text not in memory]
     if missing and model_id is not None:
         path = cache_file(model_id, model)
-        stored = _read(path, model.text_projection.shape[1])
+        stored = read_cache(path, lambda file: _read_table(file, model.text_projection.shape[1])) or {}
         memory.update({text: stored[text] for text in missing if text in stored})
         new = [text for text in missing if text not in memory]
         if new:

@@ -44,7 +44,7 @@ from clipcli.models.fusion import load_actionclip
 from clipcli.models.text_encoder import encode_prompts
 from clipcli.models.weights import file_sha256, resolve_weights
 from clipcli.render.timeline import timeline_image
-from clipcli.store.atomic import atomic_path
+from clipcli.store.cache import read_cache, write_cache
 
 # utils/Text_Prompt.py, in order; prompts are built template-major: [T0 x C, T1 x C, ...].
 TEMPLATES = (
@@ -170,27 +170,25 @@ def text_features(model, class_names: Sequence[str], *, model_id: str | None = N
         recipe = {"version": _CACHE_VERSION, "model": model_id, "dtype": str(model.dtype), "prompts": key}
         digest = hashlib.sha256(json.dumps([recipe, TEMPLATES]).encode()).hexdigest()
         path = text_cache_dir() / f"{digest[:40]}.npy"
-        cached = _read_cached(path, (len(TEMPLATES) * len(key), model.text_projection.shape[1]))
+        shape = (len(TEMPLATES) * len(key), model.text_projection.shape[1])
+        cached = read_cache(path, lambda file: _read_prompt_embeddings(file, shape))
         if cached is not None:
             per_model[key] = (weights_version, torch.from_numpy(cached).to(device))
             return per_model[key][1]
     ui.notice(f"encoding {len(TEMPLATES) * len(key)} prompts ({len(key)} labels x {len(TEMPLATES)} templates)")
     features = _encode_templates(model, key)
     if path is not None:
-        with atomic_path(path) as tmp:
-            np.save(tmp, features.cpu().numpy())
+        array = features.cpu().numpy()
+        write_cache(path, lambda tmp: np.save(tmp, array))
     per_model[key] = (weights_version, features)
     return features
 
 
-def _read_cached(path: Path, shape: tuple[int, int]) -> np.ndarray | None:
-    """The cached array if it is there and sound; anything else means encode again."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except (OSError, ValueError):
-        return None
+def _read_prompt_embeddings(path: Path, shape: tuple[int, int]) -> np.ndarray:
+    """The cached array; ValueError unless it is finite float32 of this shape."""
+    array = np.load(path, allow_pickle=False)
     if array.shape != shape or array.dtype != np.float32 or not np.isfinite(array).all():
-        return None
+        raise ValueError(f"{array.dtype} {array.shape} embeddings, expected finite float32 {shape}")
     return array
 
 

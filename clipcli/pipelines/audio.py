@@ -35,7 +35,7 @@ from clipcli.models.audio_tower import SAMPLE_RATE
 from clipcli.models.audioclip import AudioCLIP, load_audioclip
 from clipcli.models.prompts import text_classifier
 from clipcli.models.weights import file_sha256, resolve_weights
-from clipcli.store.atomic import atomic_path
+from clipcli.store.cache import read_cache, write_cache
 
 __all__ = ["AudioCLIP", "load_audioclip", "run", "zero_shot_scores", "split_windows", "pad_to_window"]
 
@@ -200,18 +200,15 @@ def _cache_file(model_path: Path, model: AudioCLIP) -> Path:
 
 
 class ImageFeatureCache:
-    """Image embeddings on disk, keyed by absolute path, size and mtime, per checkpoint and dtype."""
+    """Image embeddings on disk, keyed by absolute path, size and mtime, per checkpoint and dtype.
+
+    A damaged file is recomputed (with a notice); a read-only one only costs recomputing.
+    """
 
     def __init__(self, file: Path):
         self.file = file
-        self.entries: dict[str, tuple[int, int, np.ndarray]] = {}
+        self.entries: dict[str, tuple[int, int, np.ndarray]] = read_cache(file, _read_image_entries) or {}
         self.changed = False
-        try:
-            with np.load(file, allow_pickle=False) as data:
-                for path, stamp, row in zip(data["paths"], data["stamps"], data["features"], strict=True):
-                    self.entries[str(path)] = (int(stamp[0]), int(stamp[1]), row)
-        except (OSError, KeyError, ValueError):
-            pass  # no cache yet, or an unreadable one: start afresh
 
     @staticmethod
     def _key(path: Path) -> tuple[str, int, int]:
@@ -234,11 +231,19 @@ class ImageFeatureCache:
         paths = np.array(list(self.entries), dtype=str)
         stamps = np.array([entry[:2] for entry in self.entries.values()], dtype=np.int64)
         features = np.stack([entry[2] for entry in self.entries.values()])
-        try:
-            with atomic_path(self.file) as tmp, open(tmp, "wb") as handle:
-                np.savez(handle, paths=paths, stamps=stamps, features=features)
-        except OSError:
-            pass  # a read-only cache only costs recomputation
+        write_cache(self.file, lambda tmp: np.savez(tmp, paths=paths, stamps=stamps, features=features))
+
+
+def _read_image_entries(file: Path) -> dict[str, tuple[int, int, np.ndarray]]:
+    """Path -> (size, mtime, embedding) from a cache file; ValueError unless its arrays agree."""
+    with np.load(file, allow_pickle=False) as data:
+        paths, stamps, features = data["paths"], data["stamps"], data["features"]
+    if paths.ndim != 1 or stamps.shape != (len(paths), 2) or features.ndim != 2 or len(features) != len(paths):
+        raise ValueError(f"{paths.shape} paths, {stamps.shape} stamps and {features.shape} embeddings do not agree")
+    return {
+        str(path): (int(size), int(mtime), row)
+        for path, (size, mtime), row in zip(paths, stamps, features, strict=True)
+    }
 
 
 @torch.inference_mode()

@@ -9,6 +9,7 @@ cannot be arranged (not Linux, or a root without CAP_SETPCAP).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import stat
 import subprocess
@@ -34,8 +35,11 @@ def _run(argv: list[str], timeout: float) -> subprocess.CompletedProcess:
     return subprocess.run(argv, capture_output=True, preexec_fn=preexec, timeout=timeout, check=False)
 
 
+@functools.cache
 def _permissions_bind() -> bool:
-    """Whether a child started by `_run` is refused a write into a 0555 folder."""
+    """Whether a child started by `_run` is refused a write into a 0555 folder (Linux only)."""
+    if sys.platform != "linux":
+        return False
     with tempfile.TemporaryDirectory() as folder:
         os.chmod(folder, 0o555)
         try:
@@ -59,13 +63,8 @@ def make_writable(folder: Path) -> None:
         path.chmod(stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR)
 
 
-@pytest.fixture
-def read_only_cli():
-    """`run(*args)`: `python -m clipcli ARGS` in a child bound by file permissions (CompletedProcess, bytes)."""
-    if sys.platform != "linux" or not _permissions_bind():
+def read_only_cli(*args, timeout: float = 300) -> subprocess.CompletedProcess:
+    """`python -m clipcli ARGS` in a child bound by file permissions (output as bytes); skips where none can be."""
+    if not _permissions_bind():
         pytest.skip("cannot make file permissions bind a child process here")
-
-    def run(*args, timeout: float = 300) -> subprocess.CompletedProcess:
-        return _run([sys.executable, "-m", "clipcli", *(str(arg) for arg in args)], timeout)
-
-    return run
+    return _run([sys.executable, "-m", "clipcli", *(str(arg) for arg in args)], timeout)
