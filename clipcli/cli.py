@@ -604,6 +604,9 @@ folder, named after it plus a hash of its path; --index DIR keeps one index
 for all the folders given. A different model, --checkpoint, --frames or
 --sampling re-embeds. Videos that fail to decode are reported (exit 4 after
 the results) and not retried until they change or --reindex.
+--no-update opens the index read-only, so it can be searched where it cannot
+be written. A damaged index, a full disk or a read-only index folder when
+updating is a one-line error (exit 2); --reindex rebuilds a damaged index.
 
 Sampling: uniform (default) spreads the frames over the whole video, each
 distinct frame once; fps is CLIP4Clip's own loader (1 frame per second,
@@ -640,7 +643,9 @@ def retrieve(
         Path | None, typer.Option("--index", help="Index folder (default: one per searched folder).")
     ] = None,
     no_update: Annotated[bool, typer.Option("--no-update", help="Search the index as it is; embed nothing.")] = False,
-    reindex: Annotated[bool, typer.Option("--reindex", help="Re-embed every video, failed ones included.")] = False,
+    reindex: Annotated[
+        bool, typer.Option("--reindex", help="Re-embed every video, failed ones included; rebuild a damaged index.")
+    ] = False,
     image: Annotated[Path | None, typer.Option("--image", help="Query by this image instead of text.")] = None,
     segments: Annotated[bool, typer.Option("--segments", help="Also report each hit's best time range.")] = False,
     paths_only: Annotated[bool, typer.Option("--paths-only", "-f", help="One path per line, for pipes.")] = False,
