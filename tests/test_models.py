@@ -9,6 +9,7 @@ import http.server
 import threading
 import urllib.error
 import warnings
+import zipfile
 from pathlib import Path
 
 import clip
@@ -19,6 +20,7 @@ from clipcli.errors import BadInputError, WeightsUnavailableError
 from clipcli.models import clip_loader, load_clip, resolve_device, weights
 from clipcli.models.checkpoint import load_checkpoint
 from clipcli.models.weights import KnownWeights
+from clipcli.pipelines import weights as weights_pipeline
 
 
 def sha256(path: Path) -> str:
@@ -244,3 +246,20 @@ def test_over_long_prompt_is_bad_input_naming_it(tiny_vit_path):
     long_label = "a very long action name " * 20
     with pytest.raises(BadInputError, match="prompt too long for CLIP's 77-token context: 'a very long action"):
         text_classifier(model, [["short"], [long_label]])
+
+
+def test_trusted_import_of_torchscript_stores_plain_tensors_that_load_by_name_untrusted(
+    traced_vit, tmp_path, monkeypatch
+):
+    jit_path, model = traced_vit
+    monkeypatch.setenv("CLIPCLI_MODELS", str(tmp_path / "models"))
+    with pytest.raises(BadInputError, match="--trust-checkpoint"):
+        weights_pipeline.import_model(jit_path, "my-jit")
+    assert not (tmp_path / "models" / "my-jit.pt").exists()
+    row = weights_pipeline.import_model(jit_path, "my-jit", trust=True)
+    stored = tmp_path / "models" / "my-jit.pt"
+    assert row["verified"] is True
+    assert not any("/code/" in entry for entry in zipfile.ZipFile(stored).namelist())
+    reloaded, _ = load_clip("my-jit", device="cpu")
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[key], value)

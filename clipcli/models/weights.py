@@ -339,7 +339,9 @@ def import_weights(file: str | Path, name: str | None = None, check=None) -> Wei
     A file whose sha256 matches a release is stored under that release's name;
     any other file needs `name`, is checked by `check(path)` (which raises on a
     file that is not a usable checkpoint) and gets a `.sha256` record so
-    `verify` can later tell whether it changed.
+    `verify` can later tell whether it changed. Where `check` returns a state
+    dict, those tensors are stored instead of the file's bytes: a checkpoint
+    trusted once at import then loads by name as plain tensors, running nothing.
     """
     source = Path(file)
     if not source.is_file():
@@ -353,13 +355,18 @@ def import_weights(file: str | Path, name: str | None = None, check=None) -> Wei
             raise BadInputError(f"sha256 does not match the release {name}; choose another --name", source)
         if not _NAME_PATTERN.match(name):
             raise BadInputError(f"--name {name!r}: use letters, digits and . _ - @ / + only")
-        if check is not None:
-            check(source)
+    tensors = check(source) if known is None and check is not None else None
     target_name = known.name if known else name
     dest = models_folder() / file_name_for(target_name)
     with atomic_path(dest) as tmp:
-        shutil.copyfile(source, tmp)
+        if tensors is None:
+            shutil.copyfile(source, tmp)
+        else:
+            import torch  # only a trusted import re-saves; listing and verifying stay torch-free
+
+            torch.save(tensors, tmp)
     if known is None:
+        digest = digest if tensors is None else fresh_sha256(dest)
         with atomic_write(dest.with_name(dest.name + ".sha256"), "w") as record:
             record.write(f"{digest}  {dest.name}\n")
     return status_of(target_name, dest)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from clipcli.errors import WeightsUnavailableError
 from clipcli.models import weights
 from clipcli.models.audioclip import audioclip_from_state_dict  # also registers the AudioCLIP releases
@@ -28,13 +30,20 @@ def verify_models(name_or_path: str | None = None) -> list[dict]:
     return [status.as_dict()]
 
 
-def _check_clip_checkpoint(path: Path, trust: bool) -> None:
-    """Refuse to import a file that would not load as a CLIP model (or as AudioCLIP, given audio.* keys)."""
+def _check_clip_checkpoint(path: Path, trust: bool) -> dict | None:
+    """Refuse to import a file that would not load as a CLIP model (or as AudioCLIP, given audio.* keys).
+
+    A file that needed `trust` to load (TorchScript, a pickle with code) gives
+    back its tensors, to be stored as a plain state dict in its place.
+    """
     state_dict = load_checkpoint(path, trust=trust)
     if any(key.startswith("audio.") for key in state_dict):
         audioclip_from_state_dict(state_dict, device="cpu", source=path)
     else:
         clip_from_state_dict(state_dict, device="cpu", source=path)
+    if not trust:
+        return None
+    return {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
 
 
 def import_model(file: str | Path, name: str | None = None, trust: bool = False) -> dict:
