@@ -73,6 +73,7 @@ def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
         @functools.wraps(func)
         def wrapper(*args, device: str, quiet: bool, json_output: bool, debug: bool, **own_kwargs):
             ui.set_quiet(quiet)
+            ui.write_file_names_as_stored()
             try:
                 common = Common(device=check_device_spec(device), quiet=quiet, json=json_output, debug=debug)
                 return func(*args, common=common, **own_kwargs)

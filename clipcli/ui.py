@@ -7,6 +7,9 @@ stderr is not a terminal.
 
 from __future__ import annotations
 
+import io
+import sys
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -30,6 +33,19 @@ def set_quiet(quiet: bool) -> None:
 
 def is_quiet() -> bool:
     return _quiet
+
+
+def write_file_names_as_stored() -> None:
+    """Let stdout and stderr print any file name, valid in their encoding or not.
+
+    A name that is not valid UTF-8 reaches Python with surrogate escapes; the
+    default "strict" handler would fail the command when it prints the name,
+    after the work is done. "surrogateescape" writes the bytes the file system
+    holds, as `ls` does. (JSON escapes such characters itself.)
+    """
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="surrogateescape")
 
 
 def notice(message: str) -> None:
