@@ -49,7 +49,12 @@ app.add_typer(models_app, name="models")
 
 
 TrustCheckpoint = Annotated[
-    bool, typer.Option("--trust-checkpoint", help="Allow checkpoint pickles that run code when loaded.")
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="Load checkpoints that run code when loaded: pickles holding objects, TorchScript files that are "
+        "no known release. models import --trust-checkpoint stores such a file's tensors only.",
+    ),
 ]
 OUTPUT_NAMING = (
     "files are named after each input without its extension; inputs that would write the same file name are refused"
@@ -206,6 +211,7 @@ def depth(
     ] = "magma",
     out: OutputFolder = Path("."),
     overwrite: Overwrite = False,
+    trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
 ) -> None:
@@ -219,6 +225,7 @@ def depth(
         colormap=colormap,
         overwrite=overwrite,
         device=common.device,
+        trust_checkpoint=trust_checkpoint,
     )
     if common.json:
         print_json(results)
@@ -252,6 +259,7 @@ def depth_eval(
         str, typer.Option("--size", help="For non-NYU-sized images; NYU 480x640 uses the official crop.")
     ] = "auto",
     max_depth: Annotated[float, typer.Option("--max-depth", help="Valid ground truth below this (m); clamp.")] = 10.0,
+    trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
 ) -> None:
@@ -263,6 +271,7 @@ def depth_eval(
         size=depth_pipeline.parse_size(size),
         max_depth=max_depth,
         device=common.device,
+        trust_checkpoint=trust_checkpoint,
     )
     if common.json:
         print_json(report)
@@ -542,6 +551,7 @@ def sketch(
     out: OutputFolder = Path("."),
     seed: Annotated[int, typer.Option("--seed", help="First seed; the others are +1000, +2000, ...")] = 0,
     overwrite: Overwrite = False,
+    trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
 ) -> None:
@@ -561,6 +571,7 @@ def sketch(
         size=size,
         overwrite=overwrite,
         device=common.device,
+        trust_checkpoint=trust_checkpoint,
     )
     if common.json:
         print_json(results)
@@ -807,6 +818,7 @@ def features(
         typer.Option("--workers", help="Threads decoding and resizing ahead (default: CPU count, at most 8)."),
     ] = None,
     overwrite: Overwrite = False,
+    trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
 ) -> None:
@@ -821,6 +833,7 @@ def features(
         overwrite=overwrite,
         device=common.device,
         workers=workers,
+        trust_checkpoint=trust_checkpoint,
     )
     if common.json:
         print_json(report)
@@ -867,11 +880,20 @@ def vqa(
     ] = None,
     top_k: Annotated[int, typer.Option("--top-k", help="Answers to report per image.")] = 5,
     model: Annotated[str, typer.Option("--model", help="A CLIP name or file.")] = "ViT-B/16",
+    trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
 ) -> None:
     paths = expand_inputs(images, IMAGE_EXTENSIONS)
-    report = vqa_pipeline.run(paths, question, answers=answers, top_k=top_k, model_name=model, device=common.device)
+    report = vqa_pipeline.run(
+        paths,
+        question,
+        answers=answers,
+        top_k=top_k,
+        model_name=model,
+        device=common.device,
+        trust_checkpoint=trust_checkpoint,
+    )
     if common.json:
         print_json(report)
     else:
@@ -921,6 +943,12 @@ CLIP sees them (V1 depth scaled to its maximum for display).
 """
 
 
+_FPS_HELP = (
+    f"fps (farthest point; a cloud of over {point_prep.FPS_POOL_MULTIPLE} x --points points is searched"
+    f" among {point_prep.FPS_POOL_MULTIPLE} x --points of its points drawn at random, seeded by --seed)"
+)
+
+
 def _point_options(points: int, sampling: str, normalize: bool, up_axis: str, seed: int):
     return point_prep.CloudOptions(points=points, sampling=sampling, normalize=normalize, up_axis=up_axis, seed=seed)
 
@@ -936,7 +964,7 @@ def point_classify(
         str | None, typer.Option("--model", help="CLIP name or file (default ViT-B/16 for v2, RN50 for v1).")
     ] = None,
     points: Annotated[int, typer.Option("--points", help="Points per cloud after sampling.")] = 1024,
-    sampling: Annotated[str, typer.Option("--sampling", help="fps (farthest point), random, or first.")] = "fps",
+    sampling: Annotated[str, typer.Option("--sampling", help=f"{_FPS_HELP}, random, or first.")] = "fps",
     no_normalize: Annotated[
         bool, typer.Option("--no-normalize", help="Keep the cloud's own centre and scale.")
     ] = False,
@@ -1011,7 +1039,7 @@ def point_eval(
         str, typer.Option("--prompts", help="template, paper, paper:BACKBONE, or a {} sentence.")
     ] = "template",
     points: Annotated[int, typer.Option("--points", help="Points per shape.")] = 1024,
-    sampling: Annotated[str, typer.Option("--sampling", help="first (official), fps, or random.")] = "first",
+    sampling: Annotated[str, typer.Option("--sampling", help=f"first (official), {_FPS_HELP}, or random.")] = "first",
     normalize: Annotated[bool, typer.Option("--normalize", help="Re-centre and re-scale each shape.")] = False,
     up_axis: Annotated[str, typer.Option("--up-axis", help="y (the PointNet sets) or z.")] = "y",
     seed: Annotated[int, typer.Option("--seed")] = 0,

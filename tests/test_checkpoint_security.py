@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import typer
 from makers.audio import write_tone
 from makers.images import write_image
 from makers.video import write_video
@@ -145,6 +146,27 @@ def test_every_entry_point_refuses_unknown_torchscript(kind, marker_torchscript,
     assert len(lines) == 1 and str(path) in lines[0] and "--trust-checkpoint" in lines[0]
     assert not marker.exists()
     assert not (isolated_home / ".cache" / "clip").exists()  # models import stored nothing
+
+
+def _subcommands(group, prefix: str = "") -> dict:
+    found = {}
+    for name, sub in group.commands.items():
+        if hasattr(sub, "commands"):
+            found.update(_subcommands(sub, f"{prefix}{name} "))
+        else:
+            found[prefix + name] = sub
+    return found
+
+
+def test_every_command_that_loads_a_checkpoint_offers_trust_checkpoint():
+    """The refusal says "pass --trust-checkpoint": every command that can hit it must accept that option."""
+    loaders = {}
+    for name, sub in _subcommands(typer.main.get_command(app)).items():
+        options = {flag for param in sub.params for flag in getattr(param, "opts", [])}
+        if options & {"--model", "--checkpoint", "--saliency-model"} or name == "models import":
+            loaders[name] = "--trust-checkpoint" in options
+    assert len(loaders) >= 12
+    assert [name for name, offered in loaders.items() if not offered] == []
 
 
 def write_deflate_bomb(path: Path, inflated_bytes: int) -> Path:

@@ -95,9 +95,9 @@ class DepthSettings:
                     flip=self.flip)  # fmt: skip
 
 
-def load_depth_model(model_name: str, device: str):
+def load_depth_model(model_name: str, device: str, trust_checkpoint: bool = False):
     """A CLIP checked to suit DepthCLIP (ResNet, layer4 = 2 x embedding width)."""
-    model, _ = load_clip(model_name, device)
+    model, _ = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
     _check_backbone(model)
     return model
 
@@ -261,11 +261,12 @@ def run(
     colormap: str = "magma",
     overwrite: bool = False,
     device: str = "auto",
+    trust_checkpoint: bool = False,
 ) -> list[dict]:
     """Estimate depth for many images; one result per input (failures included)."""
     colorize(np.zeros((1, 1)), 0, 1, colormap)  # an unknown colormap fails before the model loads
     output_names(out).check(images)
-    model = load_depth_model(model_name, device)
+    model = load_depth_model(model_name, device, trust_checkpoint)
 
     def process(image: Path) -> dict:
         start = time.perf_counter()
@@ -394,9 +395,10 @@ def evaluate(
     size: str | tuple[int, int] = "auto",
     max_depth: float = 10.0,
     device: str = "auto",
+    trust_checkpoint: bool = False,
 ) -> dict:
     """Per-image metrics averaged over images, as the official evaluation reports them."""
-    model = load_depth_model(model_name, device)
+    model = load_depth_model(model_name, device, trust_checkpoint)
     by_rgb = dict(pairs)
 
     def process(rgb_path: Path) -> dict:

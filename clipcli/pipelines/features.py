@@ -249,11 +249,12 @@ def run(
     overwrite: bool = False,
     device: str = "auto",
     workers: int | None = None,
+    trust_checkpoint: bool = False,
 ) -> dict:
     """Extract `layout` features for many images; a report with one result per input (failures included)."""
     check_options(layout, dtype, batch_size)
     check_outputs(images, out, layout)
-    model, preprocess = load_clip(model_name, device)
+    model, preprocess = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
     model_key = str(Path(model_name).resolve()) if Path(model_name).is_file() else model_name
     options = dict(layout=layout, batch_size=batch_size, dtype=dtype, overwrite=overwrite, workers=workers)
     return extract(model, preprocess, images, out=out, model_name=model_key, **options)

@@ -558,11 +558,11 @@ def sketch_file(
     return {k: v for k, v in record.items() if k != "input"} | {"json": str(outputs.json)}
 
 
-def _load_models(model_name: str, saliency_name: str, device: torch.device):
-    loss_model, _ = load_clip(model_name, device)
+def _load_models(model_name: str, saliency_name: str, device: torch.device, trust_checkpoint: bool = False):
+    loss_model, _ = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
     if not isinstance(loss_model.visual, ModifiedResNet):
         raise BadInputError(f"--model {model_name}: the CLIPasso loss needs a CLIP ResNet (RN50, RN101, ...)")
-    saliency_model, _ = load_clip(saliency_name, device)
+    saliency_model, _ = load_clip(saliency_name, device, trust_checkpoint=trust_checkpoint)
     if not isinstance(saliency_model.visual, VisionTransformer):
         raise BadInputError(f"--saliency-model {saliency_name}: the saliency map needs a CLIP ViT (ViT-B/32, ...)")
     for model in (loss_model, saliency_model):
@@ -583,6 +583,7 @@ def run(
     size: int = 448,
     overwrite: bool = False,
     device: str = "auto",
+    trust_checkpoint: bool = False,
 ) -> list[dict]:
     """Sketch many images; one result row per input (skipped and failed ones included)."""
     settings.check()
@@ -593,7 +594,7 @@ def run(
     if mask not in ("none", "auto") and not Path(mask).exists():
         raise BadInputError("no such mask file or folder", mask)
     output_names(out).check(images)
-    loss_model, saliency_model = _load_models(model_name, saliency_model_name, resolve_device(device))
+    loss_model, saliency_model = _load_models(model_name, saliency_model_name, resolve_device(device), trust_checkpoint)
     results: list[dict] = []
     with ui.progress() as bar:
         for path in images:

@@ -397,13 +397,14 @@ def run(
     top_k: int = 5,
     model_name: str = "ViT-B/16",
     device: str = "auto",
+    trust_checkpoint: bool = False,
 ) -> dict:
     """Rank candidate answers for each image; a report with one result per image (failures included)."""
     if top_k < 1:
         raise BadInputError("--top-k must be at least 1")
     rewrite = rewrite_question(question)
     source, candidates = resolve_answers(answers, rewrite)
-    model, preprocess = load_clip(model_name, device)
+    model, preprocess = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
     model_id = file_sha256(resolve_weights(model_name))
     statements = [rewrite.statement(answer) for answer in candidates]
     text = text_embeddings(model, statements, model_id)
