@@ -618,8 +618,51 @@ def _index_load_latency(folder: Path, matrix: np.ndarray, query: torch.Tensor, r
     return row
 
 
+def write_binary_ply(path: Path, size: int, seed: int = 0) -> Path:
+    """A scan-like cloud of `size` points (a unit sphere's shell, 1% radial noise) as x, y, z float32 binary PLY."""
+    rng = np.random.default_rng(seed)
+    directions = rng.standard_normal((size, 3), dtype=np.float32)
+    radii = 1.0 + 0.01 * rng.standard_normal((size, 1), dtype=np.float32)
+    shell = directions / np.linalg.norm(directions, axis=1, keepdims=True) * radii
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {size}\n"
+    header += "property float x\nproperty float y\nproperty float z\nend_header\n"
+    with open(path, "wb") as handle:
+        handle.write(header.encode("ascii"))
+        handle.write(shell.astype("<f4").tobytes())
+    return path
+
+
+def large_cloud_cost(size: int, points: int = 1024) -> dict:
+    """Seconds to read a `size`-point binary PLY as point-classify does, then to prepare it (fps) on the CPU."""
+    from clipcli.pipelines.point import read_clouds
+    from clipcli.pipelines.point_prep import CloudOptions, prepare_clouds
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_binary_ply(Path(folder) / "scan.ply", size)
+        started = time.perf_counter()
+        (cloud,) = read_clouds(path)
+        loaded = time.perf_counter()
+        prepared = prepare_clouds([cloud.points], CloudOptions(points=points), "cpu")
+        finished = time.perf_counter()
+    return {
+        "bench": "point-large-cloud",
+        "device": "cpu",
+        "cpu_threads": torch.get_num_threads(),
+        "points_in_file": size,
+        "points": int(prepared.shape[1]),
+        "sampling": "fps",
+        "load_s": round(loaded - started, 3),
+        "prepare_s": round(finished - loaded, 3),
+        "total_s": round(finished - started, 3),
+    }
+
+
 def bench_point(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """PointCLIP: V1/V2 projection clouds/s at 1024 and 16k points (CPU, and the device), and end to end on ViT-B/16."""
+    """PointCLIP: projection clouds/s, end to end on ViT-B/16, and one large PLY read and prepared.
+
+    Projection runs V1/V2 at 1024 and 16k points (CPU, and the device); the
+    large cloud has --cloud-points points (10 million by default), on the CPU.
+    """
     from clipcli.pipelines.point import ZeroShotClassifier, load_label_set
     from clipcli.pipelines.point_prep import CloudOptions, prepare_clouds
     from clipcli.render.projection import project_v1, project_v2
@@ -678,6 +721,7 @@ def bench_point(args: argparse.Namespace, device: torch.device) -> list[dict]:
                     "peak_memory_mb": round(peak_memory_mb(device), 1),
                 }
             )
+    results.append(large_cloud_cost(args.cloud_points))
     return results
 
 
@@ -810,6 +854,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--cloud-points", type=int, default=10_000_000, help="points in the point bench's large PLY")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     names = list(BENCHMARKS) if args.bench == "all" else [args.bench]

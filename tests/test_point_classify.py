@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import types
+from dataclasses import replace
 from importlib import resources
+from pathlib import Path
 
 import clip
 import cv2
@@ -20,9 +23,11 @@ from typer.testing import CliRunner
 from clipcli.cli import app
 from clipcli.errors import BadInputError
 from clipcli.media.h5clouds import read_h5_clouds
+from clipcli.media.points import load_points
 from clipcli.models import load_clip
-from clipcli.pipelines import point
+from clipcli.pipelines import point, point_prep
 from clipcli.pipelines.point_prep import (
+    FPS_POOL_MULTIPLE,
     CloudOptions,
     farthest_point_sample,
     normalize_unit_sphere,
@@ -126,6 +131,40 @@ def test_batched_fps_with_padding_equals_each_cloud_alone():
     together = prepare_clouds([small, large], options, "cpu")
     assert torch.equal(together[0], prepare_clouds([small], options, "cpu")[0])
     assert torch.equal(together[1], prepare_clouds([large], options, "cpu")[0])
+
+
+def fps_from(cloud: np.ndarray, count: int, rng: np.random.Generator) -> torch.Tensor:
+    """Farthest-point sampling over every point of `cloud`, from a start drawn from `rng`."""
+    start = torch.tensor([rng.integers(len(cloud))])
+    return torch.from_numpy(cloud)[farthest_point_sample(torch.from_numpy(cloud)[None], count, start)[0]]
+
+
+def test_clouds_up_to_the_pool_size_are_sampled_from_every_point():
+    count = 16
+    cloud = cube_points(FPS_POOL_MULTIPLE * count, 2)
+    out = prepare_clouds([cloud], CloudOptions(points=count, normalize=False, seed=5), "cpu")[0]
+    assert torch.equal(out, fps_from(cloud, count, np.random.default_rng(5)))
+
+
+def test_large_clouds_are_cut_to_a_seeded_random_pool_before_fps(monkeypatch):
+    count = 16
+    pool_size = FPS_POOL_MULTIPLE * count
+    cloud = sphere_points(4 * pool_size, 3)
+    searched_sizes = []
+
+    def recording(points, *arguments):
+        searched_sizes.append(points.shape[1])
+        return farthest_point_sample(points, *arguments)
+
+    monkeypatch.setattr(point_prep, "farthest_point_sample", recording)
+    options = CloudOptions(points=count, normalize=False, seed=7)
+    picked = prepare_clouds([cloud], options, "cpu")[0]
+    assert searched_sizes == [pool_size]
+    assert torch.equal(prepare_clouds([cloud], options, "cpu")[0], picked)
+    assert not torch.equal(prepare_clouds([cloud], replace(options, seed=8), "cpu")[0], picked)
+    rng = np.random.default_rng(7)
+    pool = np.sort(rng.choice(len(cloud), pool_size, replace=False))
+    assert torch.equal(picked, fps_from(cloud[pool], count, rng))
 
 
 def test_normalisation_and_topping_up_small_clouds():
@@ -373,3 +412,27 @@ def test_point_eval_refuses_unscorable_sets(tmp_path, tiny_vit_path):
     assert result.exit_code == 2 and "outside the 15 --labels" in result.stderr
     result, _ = invoke("point-eval", write_npy(tmp_path / "c.npy", sphere_points(50, 0)), *model)
     assert result.exit_code == 2
+
+
+def test_bench_large_cloud_row_times_reading_and_preparing_a_generated_ply(tmp_path):
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cloud = load_points(bench.write_binary_ply(tmp_path / "scan.ply", 3000))
+    assert cloud.shape == (3000, 3)
+    np.testing.assert_allclose(np.linalg.norm(cloud, axis=1), 1.0, atol=0.06)
+    row = bench.large_cloud_cost(FPS_POOL_MULTIPLE * 64 + 1, points=64)
+    assert row["bench"] == "point-large-cloud" and row["points_in_file"] == FPS_POOL_MULTIPLE * 64 + 1
+    assert row["points"] == 64 and row["sampling"] == "fps"
+    assert min(row["load_s"], row["prepare_s"]) >= 0
+    assert row["total_s"] == pytest.approx(row["load_s"] + row["prepare_s"], abs=0.002)
+
+
+@pytest.mark.parametrize("command", ["point-classify", "point-eval"])
+def test_help_states_the_fps_pool_and_its_seed(command):
+    result = runner.invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    text = " ".join(result.output.replace("│", " ").split())
+    pool = f"{FPS_POOL_MULTIPLE} x --points"
+    assert f"a cloud of over {pool} points is searched among {pool} of its points drawn at random" in text
+    assert "seeded by --seed" in text

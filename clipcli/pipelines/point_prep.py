@@ -8,6 +8,11 @@ centroid and scaled so its farthest point is at distance 1 (PointNet's
 `pc_normalize`). A cloud with fewer points is topped up by repeating points
 drawn with replacement. Every choice is seeded per cloud, so a cloud gives the
 same result alone or in a batch.
+
+Farthest-point sampling costs `points` passes over the cloud, so a cloud of
+more than FPS_POOL_MULTIPLE x `points` points (a 10-million-point scan) is
+first cut to that many points drawn at random without replacement, and the
+farthest points are picked among those; smaller clouds are searched whole.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from clipcli.errors import BadInputError
 from clipcli.render.projection import MAX_COORDINATE, V2_MIN_EXTENT
 
 SAMPLINGS = ("fps", "random", "first")
+FPS_POOL_MULTIPLE = 32  # farthest-point sampling searches at most this many x `points` points
 UP_AXES = ("y", "z")
 # p_yup = p @ R.T; z-up -> y-up is -90 degrees about x: (x, y, z) -> (x, z, -y).
 _UP_ROTATIONS = {
@@ -114,28 +120,39 @@ def prepare_clouds(clouds: Sequence[np.ndarray], options: CloudOptions, device: 
     """`B` clouds `[N_i, 3]` -> `[B, points, 3]` float32 on `device`: y-up, sampled, optionally normalised."""
     rotation = up_axis_rotation(options.up_axis).to(device)
     tensors = [torch.as_tensor(np.asarray(c, dtype=np.float32), device=device) @ rotation.T for c in clouds]
-    picks = [_plan(len(c), options) for c in tensors]
-    needs_fps = [i for i, (indices, _) in enumerate(picks) if indices is None]
+    plans = [_plan(len(c), options) for c in tensors]
+    needs_fps = [i for i, plan in enumerate(plans) if isinstance(plan, _FpsPlan)]
     if needs_fps:
-        sampled = _batched_fps([tensors[i] for i in needs_fps], [picks[i][1] for i in needs_fps], options.points)
+        pools = [tensors[i][plans[i].pool.to(device)] for i in needs_fps]
+        sampled = _batched_fps(pools, [plans[i].start for i in needs_fps], options.points)
         for i, indices in zip(needs_fps, sampled, strict=True):
-            picks[i] = (indices, None)
-    out = torch.stack([cloud[indices.to(device)] for cloud, (indices, _) in zip(tensors, picks, strict=True)])
+            plans[i] = plans[i].pool[indices]
+    out = torch.stack([cloud[indices.to(device)] for cloud, indices in zip(tensors, plans, strict=True)])
     return normalize_unit_sphere(out) if options.normalize else out
 
 
-def _plan(size: int, options: CloudOptions) -> tuple[torch.Tensor | None, int | None]:
-    """Indices for one cloud of `size` points, or (None, start) when farthest-point sampling must choose."""
+@dataclass(frozen=True)
+class _FpsPlan:
+    """Farthest-point sampling still to run: over the cloud's points `pool`, starting at `pool[start]`."""
+
+    pool: torch.Tensor
+    start: int
+
+
+def _plan(size: int, options: CloudOptions) -> torch.Tensor | _FpsPlan:
+    """Indices for one cloud of `size` points, or what farthest-point sampling must choose from."""
     rng = np.random.default_rng(options.seed)
     count = options.points
     if size < count:  # keep every point, repeat some at random to fill up
         extra = rng.choice(size, count - size, replace=True)
-        return torch.from_numpy(np.concatenate([np.arange(size), extra])), None
+        return torch.from_numpy(np.concatenate([np.arange(size), extra]))
     if options.sampling == "first" or size == count:
-        return torch.arange(count), None
+        return torch.arange(count)
     if options.sampling == "random":
-        return torch.from_numpy(rng.choice(size, count, replace=False)), None
-    return None, int(rng.integers(size))
+        return torch.from_numpy(rng.choice(size, count, replace=False))
+    pool_size = FPS_POOL_MULTIPLE * count
+    pool = np.sort(rng.choice(size, pool_size, replace=False)) if size > pool_size else np.arange(size)
+    return _FpsPlan(torch.from_numpy(pool), int(rng.integers(len(pool))))
 
 
 def _batched_fps(clouds: list[torch.Tensor], starts: list[int], count: int) -> list[torch.Tensor]:
