@@ -301,13 +301,29 @@ def test_depth_command_refuses_a_decompression_bomb_with_exit_2(tmp_path, tiny_r
 # ---------------------------------------------------------------- TIFF pages, unusual samples, formats
 
 
+def write_float64_rgb_pages(path, *pages) -> None:
+    """A multi-page TIFF of float64 RGB pages (scikit-image's multipage_rgb.tif is one): Pillow cannot read it."""
+    encoded, data = cv2.imencodemulti(".tiff", [page[..., ::-1] for page in pages])  # OpenCV takes BGR
+    assert encoded
+    path.write_bytes(data.tobytes())
+
+
 def test_float64_rgb_tiff_pages_read_as_the_first_page(tmp_path):
     first = np.random.default_rng(4).random((10, 12, 3))
-    encoded, data = cv2.imencodemulti(".tiff", [first[..., ::-1], 1 - first[..., ::-1]])  # OpenCV takes BGR
-    assert encoded
     path = tmp_path / "pages.tif"
-    path.write_bytes(data.tobytes())
+    write_float64_rgb_pages(path, first, 1 - first)
     np.testing.assert_array_equal(load_image(path), np.rint(first * 255).astype(np.uint8))
+
+
+def test_depth_command_reads_a_float64_rgb_tiff(tmp_path, tiny_rn_path):
+    first = np.random.default_rng(5).random((40, 56, 3))
+    path = tmp_path / "pages.tif"
+    write_float64_rgb_pages(path, first, 1 - first)
+    out = tmp_path / "out"
+    result = CliRunner().invoke(app, ["depth", str(path), "--model", str(tiny_rn_path), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    (metres,) = out.glob("*.npy")
+    assert np.load(metres).shape == (40, 56)
 
 
 def test_uint8_rgb_tiff_pages_read_as_the_first_page(tmp_path):
