@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 import numpy as np
@@ -207,3 +208,18 @@ def test_cli_ann_option(faiss, planted, tiny_vit_path):
     assert list(index.folder.glob("ann-*.faiss"))
     result = runner.invoke(app, [*args, "--ann", "sometimes"])
     assert result.exit_code == 2 and "--ann" in result.stderr
+
+
+def test_the_index_saves_and_loads_in_a_folder_whose_name_is_not_utf8(faiss, tmp_path):
+    """faiss takes UTF-8 names only; an index folder is named after the searched folder, which may not be."""
+    folder = tmp_path / os.fsdecode(b"caf\xe9")
+    folder.mkdir()
+    vectors = unit(np.random.default_rng(3).standard_normal((400, 16))).astype(np.float16)
+    built = ann.AnnIndex.build(vectors)
+    meta = {"videos": 400, "dim": 16}
+    built.save(folder / "ann-x-1.faiss", meta)
+    loaded = ann.AnnIndex.load(folder / "ann-x-1.faiss", meta)
+    assert loaded is not None and loaded.nprobe == built.nprobe
+    query = vectors[7].astype(np.float32)
+    assert list(loaded.search(query, 5)) == list(built.search(query, 5))
+    assert [p.name for p in folder.iterdir() if ".tmp" in p.name] == []

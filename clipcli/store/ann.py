@@ -22,11 +22,13 @@ each written atomically, and memory-mapped when read back.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,8 +125,8 @@ class AnnIndex:
     def save(self, faiss_file: Path, meta: dict) -> None:
         """The index, then its description (the pair is valid once both are there)."""
         faiss = require_faiss()
-        with atomic_path(faiss_file) as tmp:
-            faiss.write_index(self.index, str(tmp))
+        with atomic_path(faiss_file) as tmp, _name_for_faiss(tmp, os.O_WRONLY) as name:
+            faiss.write_index(self.index, name)
         description = {**meta, "nlist": self.nlist, "nprobe": self.nprobe, "recall_at_10": self.recall}
         description["build_s"] = round(self.build_s, 3)
         with atomic_path(faiss_file.with_suffix(".json")) as tmp:
@@ -141,15 +143,44 @@ class AnnIndex:
         if not isinstance(description, dict) or any(description.get(key) != value for key, value in meta.items()):
             return None
         try:
-            index = faiss.read_index(str(faiss_file), faiss.IO_FLAG_MMAP)
-        except RuntimeError:
-            try:
-                index = faiss.read_index(str(faiss_file))
-            except RuntimeError:
-                return None
+            with _name_for_faiss(faiss_file, os.O_RDONLY) as name:
+                try:
+                    index = faiss.read_index(name, faiss.IO_FLAG_MMAP)
+                except RuntimeError:
+                    index = faiss.read_index(name)
+        except (OSError, RuntimeError):
+            return None
         if index.ntotal != meta["videos"] or index.d != meta["dim"]:
             return None
         return cls(index, int(description["nprobe"]), float(description["recall_at_10"]))
+
+
+@contextlib.contextmanager
+def _name_for_faiss(path: Path, flags: int) -> Iterator[str]:
+    """A name faiss can open for `path`.
+
+    faiss takes file names as UTF-8 strings only, so a folder whose name is not
+    UTF-8 (an index named after such a video folder) is reached through an open
+    descriptor's `/proc/self/fd/N` where the system has one.
+    """
+    if _is_utf8(path):
+        yield str(path)
+        return
+    if not Path("/proc/self/fd").is_dir():
+        raise OSError(f"{path}: faiss cannot open a file whose name is not UTF-8 on this system")
+    descriptor = os.open(path, flags)
+    try:
+        yield f"/proc/self/fd/{descriptor}"
+    finally:
+        os.close(descriptor)
+
+
+def _is_utf8(path: Path) -> bool:
+    try:
+        os.fsencode(path).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def exact_top_k(queries: np.ndarray, embeddings: np.ndarray, k: int) -> np.ndarray:
