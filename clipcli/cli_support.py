@@ -19,6 +19,7 @@ from typing import Annotated, Any
 import typer
 
 from clipcli import ui
+from clipcli.batch import sigterm_as_interrupt
 from clipcli.errors import EXIT_BUG, ClipcliError
 from clipcli.models.device import check_device_spec
 
@@ -76,7 +77,8 @@ def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
             ui.write_file_names_as_stored()
             try:
                 common = Common(device=check_device_spec(device), quiet=quiet, json=json_output, debug=debug)
-                return func(*args, common=common, **own_kwargs)
+                with sigterm_as_interrupt():  # `kill` cleans up as Ctrl-C does: temp files, open transactions
+                    return func(*args, common=common, **own_kwargs)
             except ClipcliError as err:
                 if getattr(err, "already_reported", False):
                     raise typer.Exit(err.exit_code) from None

@@ -317,6 +317,32 @@ def test_sigterm_saves_the_pooled_rows_and_exits_as_interrupted(many_photos, tmp
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+def test_sigterm_in_any_command_cleans_up_as_ctrl_c_does(many_photos, tmp_path, tiny_rn_path, monkeypatch):
+    """depth killed while writing its third file: exit 130, no temp file, the finished outputs whole."""
+    writes = []
+    real_write_png = depth.write_png
+
+    def write_then_terminate(path, pixels):
+        writes.append(path)
+        if len(writes) == 3:
+            with atomic_path(path) as tmp:
+                tmp.write_bytes(b"half")
+                signal.raise_signal(signal.SIGTERM)
+        real_write_png(path, pixels)
+
+    monkeypatch.setattr(depth, "write_png", write_then_terminate)
+    out = tmp_path / "out"
+    args = ["depth", many_photos, "--model", tiny_rn_path, "--out", out, "--device", "cpu", "--quiet"]
+    result = runner.invoke(cli.app, [str(arg) for arg in args])
+    assert result.exit_code == 130 and error_lines(result) == ["error: interrupted"]
+    names = sorted(path.name for path in out.iterdir())
+    assert names == ["p0_depth.npy", "p0_depth.png", "p0_depth_color.png", "p1_depth.npy"]  # no temp file
+    assert np.load(out / "p0_depth.npy").ndim == 2
+    monkeypatch.setattr(depth, "write_png", real_write_png)
+    rerun = runner.invoke(cli.app, [str(arg) for arg in args])
+    assert rerun.exit_code == 0 and len(list(out.iterdir())) == 3 * 7
+
+
 # ---------------------------------------------------------------- retrieve-eval ids (stems) must be unambiguous
 
 

@@ -41,7 +41,7 @@ from clip.model import ModifiedResNet
 from PIL import Image
 
 from clipcli import ui
-from clipcli.batch import OutputNames, check_output_folder, sigterm_as_interrupt
+from clipcli.batch import OutputNames, check_output_folder
 from clipcli.errors import BadInputError
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
@@ -413,22 +413,21 @@ def _run_pooled(images, model, preprocess, model_name, out, batch_size, dtype, o
     def prepare(path: Path) -> torch.Tensor:
         return preprocess(Image.fromarray(load_image(path)))
 
-    with sigterm_as_interrupt():
-        try:
-            with ui.progress() as bar:
-                task = bar.add_task("features (pooled)", total=len(images), completed=len(images) - len(todo))
-                for paths, tensors, failed in batches(todo, prepare, batch_size, workers):
-                    for path, err in failed:
-                        results[str(path.resolve())] = _failure(path, err)
-                    if paths:
-                        with torch.no_grad():
-                            vectors = model.encode_image(torch.stack(tensors).to(device)).float()
-                        keys = [str(path.resolve()) for path in paths]
-                        for row, (path, key) in enumerate(zip(paths, keys, strict=True), len(pooled.names)):
-                            results[key] = {"input": str(path), "status": "ok", "row": row}
-                        pooled.add(vectors.cpu().numpy().astype(dtype), keys)
-                    bar.advance(task, len(paths) + len(failed))
-        finally:
-            pooled.save()  # also on Ctrl-C or SIGTERM: a rerun resumes after what was computed
+    try:
+        with ui.progress() as bar:
+            task = bar.add_task("features (pooled)", total=len(images), completed=len(images) - len(todo))
+            for paths, tensors, failed in batches(todo, prepare, batch_size, workers):
+                for path, err in failed:
+                    results[str(path.resolve())] = _failure(path, err)
+                if paths:
+                    with torch.no_grad():
+                        vectors = model.encode_image(torch.stack(tensors).to(device)).float()
+                    keys = [str(path.resolve()) for path in paths]
+                    for row, (path, key) in enumerate(zip(paths, keys, strict=True), len(pooled.names)):
+                        results[key] = {"input": str(path), "status": "ok", "row": row}
+                    pooled.add(vectors.cpu().numpy().astype(dtype), keys)
+                bar.advance(task, len(paths) + len(failed))
+    finally:
+        pooled.save()  # also on Ctrl-C or SIGTERM: a rerun resumes after what was computed
     files = {"matrix": str(out / POOLED_MATRIX), "index": str(out / POOLED_INDEX), "rows": len(pooled.names)}
     return [results[str(image.resolve())] for image in images], files
