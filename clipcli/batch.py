@@ -1,6 +1,6 @@
 """Running one function over many inputs: progress, skipping, failures, exit codes.
 
-DESIGN.md: one bad input is reported and skipped, the rest complete, and the
+docs/architecture.md: one bad input is reported and skipped, the rest complete, and the
 command exits 4; a single bad input exits 2 with its one-line error.
 
 Every command names its output files one way (`OutputNames`): after the

@@ -2,7 +2,7 @@
 
 `command(app)` adds the common options (`--device`, `--quiet`, `--json`,
 `--debug`) after a subcommand's own, sets up output, and turns errors into one
-line and an exit code (DESIGN.md): a traceback only with `--debug`.
+line and an exit code (docs/architecture.md): a traceback only with `--debug`.
 """
 
 from __future__ import annotations

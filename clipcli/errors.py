@@ -1,6 +1,6 @@
 """Errors that end a command with a one-line message and a documented exit code.
 
-Exit codes (DESIGN.md): 0 ok, 1 bug, 2 bad usage or bad input,
+Exit codes (docs/architecture.md): 0 ok, 1 bug, 2 bad usage or bad input,
 3 weights unavailable, 4 some inputs of a batch failed.
 """
 

@@ -354,7 +354,7 @@ def _write_h264(path: Path, seconds: int, fps: int, width: int, height: int, gop
 
 
 def _clip4clip_opencv_frames(path: Path, max_frames: int) -> np.ndarray:
-    """CLIP4Clip's own extractor (rawvideo_util.py, specs/video.md A1): one OpenCV seek + read per second
+    """CLIP4Clip's own extractor (rawvideo_util.py, docs/methods/retrieve.md): one OpenCV seek + read per second
     (feature_framerate 1, int(fps)), then `max_frames` of those by linspace (slice_framepos 2)."""
     import cv2
 

@@ -1,6 +1,6 @@
 """CLIP4Clip heads, checkpoint loading, tokenisation, metrics and segments, against the spec's formulas.
 
-The references here are written from specs/video.md A2/A5 with plain tensor
+The references here are written from docs/methods/retrieve.md with plain tensor
 operations (no nn.MultiheadAttention, no nn.LSTM), in float64.
 """
 

@@ -1,6 +1,6 @@
 """CLIP4Clip's similarity heads (meanP, seqLSTM, seqTransf) and its checkpoint loader.
 
-Facts: specs/video.md A2/A4 (ArrowLuo/CLIP4Clip modules/modeling.py
+Facts: docs/methods/retrieve.md (ArrowLuo/CLIP4Clip modules/modeling.py
 `_loose_similarity`, modules/module_cross.py). Every head maps raw frame
 features `f` (`encode_image` output, not normalised) to per-frame outputs `g`
 and then shares meanP's tail: normalise each frame, masked mean, normalise.

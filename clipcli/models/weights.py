@@ -1,6 +1,6 @@
 """Where model weights live: known names, search folders, checksums, downloads, imports.
 
-Resolution order (DESIGN.md): an explicit file path, then `$CLIPCLI_MODELS`,
+Resolution order (docs/architecture.md): an explicit file path, then `$CLIPCLI_MODELS`,
 then the `clip` cache (`~/.cache/clip`), then a download. Without the file and
 without network the caller gets a `WeightsUnavailableError` that says which
 file to put where; never a traceback.

@@ -1,6 +1,6 @@
 """AudioCLIP audio tagging: zero-shot labels for sound files, and audio-to-image/text search.
 
-The official input contract (specs/audio_vl.md, Part A): mono at 44.1 kHz on the int16
+The official input contract (docs/methods/audio.md): mono at 44.1 kHz on the int16
 scale (the ESC-50 loader's `librosa.load(...) * 32768`). Clips are cut into windows
 (5 s by default, as ESC-50 clips are); a clip shorter than a window is centre-padded
 with its edge values like the official `RandomPadding(train=False)`. Zero-shot scoring

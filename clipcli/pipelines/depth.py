@@ -3,7 +3,7 @@
 Each layer4 cell (no attention pool) is L2-normalised over all channels, every
 other channel is kept to match the text width, and compared with seven
 "This object is <word>" prompts; a softmax at temperature 0.1 (on top of
-CLIP's x100) weights seven depth bins, 1-3 m. Facts: specs/point_depth.md §4
+CLIP's x100) weights seven depth bins, 1-3 m. Facts: docs/methods/depth.md
 (Adonis-galaxy/DepthCLIP monoclip.py, eval.py, calculate_error.py).
 
 The output is coarse (one value per 32x32 cell, bilinearly upsampled),

@@ -1,6 +1,6 @@
 """CLIP-ViL features: CLIP's visual tower as the image encoder of other vision-language models.
 
-Three layouts, each the one a CLIP-ViL consumer reads (specs/audio_vl.md, Part B;
+Three layouts, each the one a CLIP-ViL consumer reads (docs/methods/clip-vil.md;
 clip-vil/CLIP-ViL CLIP-ViL-Direct):
 
 - `vqa`: the Pythia/MCAN grid. RGB, detectron2's ResizeShortestEdge(600, 1000)
@@ -19,7 +19,7 @@ ViT towers give grids too (the recipe the CLIP-ViL scripts spell out: patch
 tokens after all but the last block for `vqa`, after all blocks with the class
 token as `fc` for `caption`), but the CLIP-ViL paper reports them much weaker
 than the ResNets' grids (its table is not re-checked here). The released
-extraction scripts do not run as published (specs/audio_vl.md, B1), so this
+extraction scripts do not run as published (docs/methods/clip-vil.md), so this
 follows what they spell out rather than what they were run as.
 """
 

@@ -8,7 +8,7 @@ features, L2-normalised and weighted, are matched against class prompts:
 
 which is the official `concat(w_v f_v / |f_v|) . repeat(t_k, V) / |repeat(t_k, V)|`.
 V1 uses CLIP's `logit_scale.exp()` as its scale, V2 a fixed 100, as their code
-does. Facts: specs/point_depth.md sections 1-3.
+does. Facts: docs/methods/point.md.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Zero-shot (the default) is CLIP4Clip's meanP over OpenAI CLIP: 12 frames per
 video, each frame's CLIP embedding L2-normalised, averaged, renormalised, and
 ranked by cosine with the query's text embedding. With a fine-tuned
 CLIP4Clip checkpoint its CLIP tower embeds frames and text and its seqTransf
-or seqLSTM head pools the frames. Facts: specs/video.md A1-A5.
+or seqLSTM head pools the frames. Facts: docs/methods/retrieve.md.
 
 Indexing is incremental (size + mtime, as rclip), so only new or changed
 videos are decoded; embeddings live in `clipcli.store.index`. Queries are
@@ -50,7 +50,7 @@ from clipcli.store.index import Failure, Matrix, VideoIndex, VideoRecord, discar
 MAX_WORDS = 32  # CLIP4Clip's --max_words for MSR-VTT, MSVD and LSMDC
 DEFAULT_FRAMES = 12  # CLIP4Clip's --max_frames for the same
 SAMPLINGS = ("uniform", "fps", "keyframes")
-PAPER_MSRVTT = {  # text-to-video on MSR-VTT 1k-A, ViT-B/32 (specs/video.md A5)
+PAPER_MSRVTT = {  # text-to-video on MSR-VTT 1k-A, ViT-B/32 (docs/methods/retrieve.md)
     "meanP (9k)": {"R@1": 43.1, "R@5": 70.4, "R@10": 80.8, "MnR": 16.2},
     "seqTransf (9k)": {"R@1": 44.5, "R@5": 71.4, "R@10": 81.6},
     "zero-shot CLIP-straight": {"R@1": 31.2, "R@5": 53.7, "R@10": 64.2, "MdR": 4.0},

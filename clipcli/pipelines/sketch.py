@@ -1,6 +1,6 @@
 """`clipcli sketch`: CLIPasso object sketching (Vinker et al., SIGGRAPH 2022) on our own rasterizer.
 
-Facts from specs/sketch.md (yael-vinker/CLIPasso @92262f7): 16 black cubic
+Facts from docs/methods/sketch.md (yael-vinker/CLIPasso @92262f7): 16 black cubic
 strokes of half-width 1.5 start at saliency-sampled edge pixels
 (`sketch_init`), and Adam (lr 1.0) moves their pixel-space control points for
 2000 steps to minimise, against the target, RN101's `layer2` + `layer3` MSE
@@ -76,7 +76,7 @@ def resnet_features(visual: ModifiedResNet, images: torch.Tensor) -> tuple[torch
     """(`layer2`, `layer3`, attention-pool output) of a CLIP ResNet for normalised `images`.
 
     The stages are taken by name with hooks: CLIPasso picks them by child index,
-    which points at the wrong modules in today's `clip` (specs/sketch.md §1.8).
+    which points at the wrong modules in today's `clip` (docs/methods/sketch.md).
     """
     kept: dict[str, torch.Tensor] = {}
     handles = [

@@ -1,6 +1,6 @@
 """Where CLIPasso's strokes start: ViT saliency x XDoG edges, softmax sampling, a short random walk.
 
-Facts from specs/sketch.md §1.3 and §2 (yael-vinker/CLIPasso models/painter_params.py):
+Facts from docs/methods/sketch.md (yael-vinker/CLIPasso models/painter_params.py):
 the saliency map is the mean CLS-to-patch attention of CLIP ViT-B/32 over all
 layers and heads, bicubic-upsampled and min-max normalised (no relevancy
 rollout, no text); XDoG runs on the CLIP-normalised image; start pixels are

@@ -5,7 +5,7 @@ question becomes a declarative statement with a slot, each candidate answer
 fills the slot, and the answers are ranked by `softmax(logit_scale * cos)`
 between the image and the statements. TAP-C rewrites questions with a
 dependency parse and T5 and filters answers with T5; here both steps are
-small hand-written rules (specs/audio_vl.md, Part B, B2), so expect no more
+small hand-written rules (docs/methods/clip-vil.md), so expect no more
 than TAP-C's roughly 39% on VQAv2 (a secondary figure, unverified), and less
 on questions the rules do not cover.
 

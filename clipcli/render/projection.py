@@ -2,7 +2,7 @@
 
 Both projections follow the official code's arithmetic step by step (same
 constants, same float32 operation order, same rounding), so the same cloud gives
-the same maps; facts in specs/point_depth.md sections 1.1 and 2.1. The torch
+the same maps; facts in docs/methods/point.md. The torch
 code is vectorised over clouds, views and points with scatter operations, with
 no torch-scatter dependency and no Python loop over points; on a CPU, V2's
 per-view work runs as compiled loops instead (`v2_cpu.py`), to the same bits.

@@ -1,7 +1,7 @@
 """A differentiable rasterizer for black cubic Bézier strokes, in plain PyTorch.
 
 CLIPasso renders with diffvg, which is hard to build. This replaces it with the
-design measured in specs/sketch.md §4: each stroke is flattened into a
+design measured in docs/methods/sketch.md: each stroke is flattened into a
 polyline, its ink at a pixel centre is a 1-px linear ramp of the distance to
 that polyline, `clamp(w + 0.5 - d, 0, 1)` (the box-filter integral across a
 straight edge, with round caps and joins for free), and strokes are

@@ -3,7 +3,7 @@
 `model.state_dict()` of CLIP4Clip is `clip.*` (OpenAI CLIP keys, linear and
 conv weights fp16 after `convert_weights`) plus the head's keys:
 `frame_position_embeddings.weight` and `transformerClip.resblocks.N.*`
-(seqTransf) or `lstm_visual.*` (seqLSTM); specs/video.md A4.
+(seqTransf) or `lstm_visual.*` (seqLSTM); docs/methods/retrieve.md.
 """
 
 from __future__ import annotations
