@@ -1,7 +1,9 @@
 """The `clipcli` command line: parse options, call a pipeline, print, exit.
 
 No tensor code lives here; each subcommand is a thin function over
-`clipcli.pipelines`.
+`clipcli.pipelines`. Each command imports its pipeline when it runs, so help,
+`--version` and a rejected option answer without loading torch (scripts call
+clipcli once per file).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
@@ -18,20 +20,11 @@ from rich.table import Table
 from clipcli import __version__, ui
 from clipcli.batch import expand_inputs, raise_for_failures
 from clipcli.cli_support import Common, command, print_json
+from clipcli.defaults import AUDIOCLIP_CHECKPOINT, FPS_POOL_MULTIPLE
 from clipcli.errors import EXIT_BAD_INPUT, BadInputError
-from clipcli.media.audio import AUDIO_EXTENSIONS
-from clipcli.media.images import IMAGE_EXTENSIONS
-from clipcli.media.video import VIDEO_EXTENSIONS
-from clipcli.pipelines import action as action_pipeline
-from clipcli.pipelines import audio as audio_pipeline
-from clipcli.pipelines import depth as depth_pipeline
-from clipcli.pipelines import features as features_pipeline
-from clipcli.pipelines import point as point_pipeline
-from clipcli.pipelines import point_prep
-from clipcli.pipelines import retrieve as retrieve_pipeline
-from clipcli.pipelines import sketch as sketch_pipeline
-from clipcli.pipelines import vqa as vqa_pipeline
-from clipcli.pipelines import weights as weights_pipeline
+
+if TYPE_CHECKING:
+    from clipcli.pipelines.depth import DepthSettings
 
 app = typer.Typer(
     name="clipcli",
@@ -95,6 +88,8 @@ def _models_table(rows: list[dict], title: str) -> Table:
 @command(models_app, "list")
 def models_list(*, common: Common) -> None:
     """List known and imported models: present or not, path, size, sha256 verified."""
+    from clipcli.pipelines import weights as weights_pipeline
+
     rows = weights_pipeline.list_models()
     if common.json:
         print_json(rows)
@@ -114,6 +109,8 @@ def models_verify(
 
     The hash cache only speeds up loading: a file changed behind its size and mtime still fails here.
     """
+    from clipcli.pipelines import weights as weights_pipeline
+
     rows = weights_pipeline.verify_models(name_or_path)
     if common.json:
         print_json(rows if name_or_path is None else rows[0])
@@ -132,6 +129,8 @@ def models_import(
     common: Common,
 ) -> None:
     """Store a checkpoint under its release name (by sha256) or under --name; use it as --model NAME."""
+    from clipcli.pipelines import weights as weights_pipeline
+
     row = weights_pipeline.import_model(file, name, trust_checkpoint)
     if common.json:
         print_json(row)
@@ -152,6 +151,8 @@ def _floats(text: str | None, option: str) -> list[float] | None:
 
 
 def _depth_bins(text: str | None) -> list[float] | None:
+    from clipcli.pipelines import depth as depth_pipeline
+
     if text and text.startswith("preset:"):
         name = text.removeprefix("preset:")
         if name not in depth_pipeline.BIN_PRESETS:
@@ -188,7 +189,9 @@ DepthTemperature = Annotated[float, typer.Option("--temperature", help="Softmax 
 NoFlip = Annotated[bool, typer.Option("--no-flip", help="Skip the horizontal-flip averaging.")]
 
 
-def _depth_settings(bins, words, template, temperature, no_flip) -> depth_pipeline.DepthSettings:
+def _depth_settings(bins, words, template, temperature, no_flip) -> DepthSettings:
+    from clipcli.pipelines import depth as depth_pipeline
+
     return depth_pipeline.DepthSettings.checked(
         _depth_bins(bins), _depth_words(words), template, temperature, flip=not no_flip
     )
@@ -215,6 +218,9 @@ def depth(
     *,
     common: Common,
 ) -> None:
+    from clipcli.media.images import IMAGE_EXTENSIONS
+    from clipcli.pipelines import depth as depth_pipeline
+
     settings = _depth_settings(bins, words, template, temperature, no_flip)
     results = depth_pipeline.run(
         expand_inputs(images, IMAGE_EXTENSIONS, depth_pipeline.output_names(out)),
@@ -264,6 +270,8 @@ def depth_eval(
     common: Common,
 ) -> None:
     """Evaluate DepthCLIP against ground truth: delta1-3, AbsRel, log10, RMSE (NYU protocol for 480x640)."""
+    from clipcli.pipelines import depth as depth_pipeline
+
     report = depth_pipeline.evaluate(
         depth_pipeline.parse_pairs(pairs or [], pair_list),
         model_name=model,
@@ -348,7 +356,7 @@ def audio_tag(
     ] = "esc50",
     checkpoint: Annotated[
         str, typer.Option("--checkpoint", help="audioclip-full, audioclip-partial, an imported name or a file.")
-    ] = audio_pipeline.DEFAULT_CHECKPOINT,
+    ] = AUDIOCLIP_CHECKPOINT,
     top_k: Annotated[int, typer.Option("--top-k", help="Labels, images and texts to show per audio.")] = 5,
     multilabel: Annotated[
         bool, typer.Option("--multilabel", help="Independent sigmoid(cos - 0.5) per label instead of softmax.")
@@ -367,6 +375,9 @@ def audio_tag(
     *,
     common: Common,
 ) -> None:
+    from clipcli.media.audio import AUDIO_EXTENSIONS
+    from clipcli.pipelines import audio as audio_pipeline
+
     paths = expand_inputs(audio, AUDIO_EXTENSIONS)
     report = audio_pipeline.run(
         paths,
@@ -441,6 +452,9 @@ def classify_action(
     *,
     common: Common,
 ) -> None:
+    from clipcli.media.video import VIDEO_EXTENSIONS
+    from clipcli.pipelines import action as action_pipeline
+
     paths = expand_inputs(videos, VIDEO_EXTENSIONS)
     results = action_pipeline.run(
         paths,
@@ -555,6 +569,9 @@ def sketch(
     *,
     common: Common,
 ) -> None:
+    from clipcli.media.images import IMAGE_EXTENSIONS
+    from clipcli.pipelines import sketch as sketch_pipeline
+
     settings = sketch_pipeline.SketchSettings(
         strokes, iterations, seeds, width, augmentations, lr, patience, seed, early_stop, cuda_graphs
     )
@@ -670,6 +687,8 @@ def retrieve(
     *,
     common: Common,
 ) -> None:
+    from clipcli.pipelines import retrieve as retrieve_pipeline
+
     if image is None:
         if len(items) < 2:
             raise BadInputError("give one or more folders, then the query (or use --image QUERY.jpg)")
@@ -742,6 +761,8 @@ def retrieve_eval(
     common: Common,
 ) -> None:
     """Text-to-video R@1/5/10, MdR, MnR (CLIP4Clip's metrics) on a CSV of captions and a folder of videos."""
+    from clipcli.pipelines import retrieve as retrieve_pipeline
+
     report = retrieve_pipeline.evaluate(
         csv_file,
         videos,
@@ -822,6 +843,9 @@ def features(
     *,
     common: Common,
 ) -> None:
+    from clipcli.media.images import IMAGE_EXTENSIONS
+    from clipcli.pipelines import features as features_pipeline
+
     paths = expand_inputs(images, IMAGE_EXTENSIONS)
     report = features_pipeline.run(
         paths,
@@ -884,6 +908,9 @@ def vqa(
     *,
     common: Common,
 ) -> None:
+    from clipcli.media.images import IMAGE_EXTENSIONS
+    from clipcli.pipelines import vqa as vqa_pipeline
+
     paths = expand_inputs(images, IMAGE_EXTENSIONS)
     report = vqa_pipeline.run(
         paths,
@@ -944,12 +971,14 @@ CLIP sees them (V1 depth scaled to its maximum for display).
 
 
 _FPS_HELP = (
-    f"fps (farthest point; a cloud of over {point_prep.FPS_POOL_MULTIPLE} x --points points is searched"
-    f" among {point_prep.FPS_POOL_MULTIPLE} x --points of its points drawn at random, seeded by --seed)"
+    f"fps (farthest point; a cloud of over {FPS_POOL_MULTIPLE} x --points points is searched"
+    f" among {FPS_POOL_MULTIPLE} x --points of its points drawn at random, seeded by --seed)"
 )
 
 
 def _point_options(points: int, sampling: str, normalize: bool, up_axis: str, seed: int):
+    from clipcli.pipelines import point_prep
+
     return point_prep.CloudOptions(points=points, sampling=sampling, normalize=normalize, up_axis=up_axis, seed=seed)
 
 
@@ -984,6 +1013,8 @@ def point_classify(
     *,
     common: Common,
 ) -> None:
+    from clipcli.pipelines import point as point_pipeline
+
     paths = expand_inputs(clouds, point_pipeline.INPUT_EXTENSIONS)
     results = point_pipeline.classify(
         paths,
@@ -1053,6 +1084,8 @@ def point_eval(
     stored). The papers' tables use the test-tuned searched prompts and
     weights: --prompts paper --view-weights paper (V2, ModelNet40, ViT-B/16: 64.26%).
     """
+    from clipcli.pipelines import point as point_pipeline
+
     paths = expand_inputs(sets, point_pipeline.H5_EXTENSIONS)
     report = point_pipeline.evaluate(
         paths,

@@ -21,7 +21,6 @@ import typer
 from clipcli import ui
 from clipcli.batch import sigterm_as_interrupt
 from clipcli.errors import EXIT_BUG, ClipcliError
-from clipcli.models.device import check_device_spec
 
 
 @dataclass(frozen=True)
@@ -76,6 +75,8 @@ def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
             ui.set_quiet(quiet)
             ui.write_file_names_as_stored()
             try:
+                from clipcli.models.device import check_device_spec
+
                 common = Common(device=check_device_spec(device), quiet=quiet, json=json_output, debug=debug)
                 with sigterm_as_interrupt():  # `kill` cleans up as Ctrl-C does: temp files, open transactions
                     return func(*args, common=common, **own_kwargs)

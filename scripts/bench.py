@@ -16,7 +16,9 @@ import clipcli  # noqa: F401  first: it sets torch's thread spin-wait before tor
 
 warnings.filterwarnings("ignore", message="pkg_resources is deprecated")  # raised by `import clip`
 
+import os
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -833,6 +835,36 @@ def bench_sketch(args: argparse.Namespace, device: torch.device) -> list[dict]:
     return results
 
 
+STARTUP_CALLS = {  # what a shell script calling clipcli once per file pays before any work, and the targets
+    "--version": (["--version"], 0.3),
+    "--help": (["--help"], 0.3),
+    "point-classify --help": (["point-classify", "--help"], None),
+    "bad option": (["point-classify", "cloud.ply", "--no-such-option"], 0.5),
+}
+
+
+def _process_cost(argv: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak resident MB of one whole process."""
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(process.pid, 0)
+    process.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def bench_startup(args: argparse.Namespace, device: torch.device) -> list[dict]:
+    """Whole-process time of clipcli calls that do no work (help, version, a rejected option): best of N."""
+    results = []
+    for name, (arguments, target) in STARTUP_CALLS.items():
+        costs = [_process_cost([sys.executable, "-m", "clipcli", *arguments]) for _ in range(args.startup_repeats)]
+        seconds, memory = min(costs)
+        results.append(
+            {"bench": "startup", "call": name, "repeats": args.startup_repeats, "best_s": round(seconds, 3),
+             "target_s": target, "peak_memory_mb": round(memory, 1)}
+        )  # fmt: skip
+    return results
+
+
 BENCHMARKS: dict[str, Callable[[argparse.Namespace, torch.device], list[dict]]] = {
     "retrieve": bench_retrieve,
     "clip": bench_clip,
@@ -843,6 +875,7 @@ BENCHMARKS: dict[str, Callable[[argparse.Namespace, torch.device], list[dict]]] 
     "audio": bench_audio,
     "features": bench_features,
     "sketch": bench_sketch,
+    "startup": bench_startup,
 }
 
 
@@ -854,6 +887,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--frames", type=int, default=12)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--startup-repeats", type=int, default=5, help="runs of each call in the startup bench")
     parser.add_argument("--cloud-points", type=int, default=10_000_000, help="points in the point bench's large PLY")
     args = parser.parse_args(argv)
     device = resolve_device(args.device)

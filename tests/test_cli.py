@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -103,3 +105,41 @@ def test_misspelt_device_is_bad_usage_for_every_command(device):
     result = run("models", "list", "--device", device)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: --device '{device}': expected auto, cpu, cuda or cuda:N"
+
+
+LIGHT_START = """
+import json, sys
+from typer.main import get_command
+from typer.testing import CliRunner
+from clipcli.cli import app
+
+paths = []
+for name, command in get_command(app).commands.items():
+    paths += [[name, sub] for sub in getattr(command, "commands", {})] or [[name]]
+runner = CliRunner()
+codes = {" ".join(call): runner.invoke(app, call).exit_code
+         for call in [["--help"], ["--version"], *([*path, flag] for path in paths for flag in ("--help", "--bad"))]}
+heavy = {"torch", "torchvision", "clip", "numpy", "cv2", "av", "PIL", "scipy", "soundfile", "h5py"}
+print(json.dumps({"paths": paths, "codes": codes, "heavy": sorted(m for m in sys.modules if m.split(".")[0] in heavy)}))
+"""
+
+
+def test_help_version_and_rejected_options_of_all_14_commands_import_no_heavy_module():
+    done = subprocess.run([sys.executable, "-c", LIGHT_START], capture_output=True, text=True, timeout=120)
+    report = json.loads(done.stdout)
+    assert len(report["paths"]) == 14 and ["models", "import"] in report["paths"] and ["retrieve"] in report["paths"]
+    assert report["heavy"] == []
+    for call, code in report["codes"].items():
+        assert code == (2 if call.endswith("--bad") else 0), call
+
+
+def test_bench_startup_times_each_call_in_a_fresh_process(capsys):
+    spec = importlib.util.spec_from_file_location("bench", Path(__file__).parents[1] / "scripts" / "bench.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bench.main(["startup", "--startup-repeats", "1", "--device", "cpu"])
+    rows = json.loads(capsys.readouterr().out)["results"]
+    assert [row["call"] for row in rows] == ["--version", "--help", "point-classify --help", "bad option"]
+    assert all(row["bench"] == "startup" and row["repeats"] == 1 for row in rows)
+    assert all(0 < row["best_s"] < 60 and row["peak_memory_mb"] > 1 for row in rows)
+    assert [row["target_s"] for row in rows] == [0.3, 0.3, None, 0.5]

@@ -28,6 +28,7 @@ from PIL import Image
 
 from clipcli import ui
 from clipcli.batch import expand_inputs
+from clipcli.defaults import AUDIOCLIP_CHECKPOINT
 from clipcli.errors import BadInputError
 from clipcli.media.audio import load_audio
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
@@ -40,7 +41,7 @@ from clipcli.store.cache import read_cache, write_cache
 __all__ = ["AudioCLIP", "load_audioclip", "run", "zero_shot_scores", "split_windows", "pad_to_window"]
 
 LABEL_SETS = {"esc50": "esc50_labels.txt", "us8k": "us8k_labels.txt"}
-DEFAULT_CHECKPOINT = "audioclip-full"
+DEFAULT_CHECKPOINT = AUDIOCLIP_CHECKPOINT
 DEFAULT_TEMPLATE = "{}"  # the official zero-shot text: the bare label
 WINDOW_SECONDS = 5.0  # ESC-50 clip length, the official evaluation's 220500 samples
 INT16_SCALE = 32768.0  # the ESC-50 loader's factor from librosa's [-1, 1]

@@ -24,11 +24,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from clipcli.defaults import FPS_POOL_MULTIPLE
 from clipcli.errors import BadInputError
 from clipcli.render.projection import MAX_COORDINATE, V2_MIN_EXTENT
 
 SAMPLINGS = ("fps", "random", "first")
-FPS_POOL_MULTIPLE = 32  # farthest-point sampling searches at most this many x `points` points
 UP_AXES = ("y", "z")
 # p_yup = p @ R.T; z-up -> y-up is -90 degrees about x: (x, y, z) -> (x, z, -y).
 _UP_ROTATIONS = {
