@@ -141,5 +141,5 @@ def test_bench_startup_times_each_call_in_a_fresh_process(capsys):
     rows = json.loads(capsys.readouterr().out)["results"]
     assert [row["call"] for row in rows] == ["--version", "--help", "point-classify --help", "bad option"]
     assert all(row["bench"] == "startup" and row["repeats"] == 1 for row in rows)
-    assert all(0 < row["best_s"] < 60 and row["peak_memory_mb"] > 1 for row in rows)
+    assert all(0 < row["best_s"] < 60 for row in rows)
     assert [row["target_s"] for row in rows] == [0.3, 0.3, None, 0.5]
