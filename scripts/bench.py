@@ -46,13 +46,26 @@ ARCHITECTURES = {
 }
 
 
-def random_clip(name: str, device: torch.device) -> CLIP:
-    """A CLIP with the released architecture of `name`, random weights, `clip`'s dtype policy."""
+def random_clip(name: str, device: torch.device, tiny: bool = False) -> CLIP:
+    """A CLIP with the released architecture of `name`, random weights, `clip`'s dtype policy.
+
+    `tiny` keeps the family, input resolution, patch size, embedding width and
+    the ResNet's layer4 = k x embedding ratio, with one block per stage and
+    one head per tower, so every pipeline accepts it and it runs in milliseconds.
+    """
     embed, resolution, layers, width, patch, text_width, text_layers = ARCHITECTURES[name]
+    if tiny:
+        layers, text_width, text_layers = (1 if patch else (1, 1, 1, 1)), 64, 1
+        embed, width = (embed, 64) if patch else (embed * 8 // width, 8)
     model = CLIP(embed, resolution, layers, width, patch, 77, 49408, text_width, text_width // 64, text_layers)
     convert_weights(model)
     model = model.to(device).eval()
     return model.float() if device.type == "cpu" else model
+
+
+def sized(args: argparse.Namespace, full, tiny):
+    """`full`, or `tiny` under --tiny: the sizes the test suite runs every benchmark at, to see it still works."""
+    return tiny if args.tiny else full
 
 
 def timed(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
@@ -76,11 +89,25 @@ def peak_memory_mb(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def write_counter_video(path: Path, frames: int, width: int, height: int) -> Path:
+    """A 25 fps MPEG-4 clip whose frames show their own number on a grey that changes every frame."""
+    import cv2
+
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (width, height))
+    frame = np.zeros((height, width, 3), np.uint8)
+    for index in range(frames):
+        frame[:] = index % 255
+        cv2.putText(frame, str(index), (50, 200), cv2.FONT_HERSHEY_SIMPLEX, 4, (255, 255, 255), 8)
+        writer.write(frame)
+    writer.release()
+    return path
+
+
 def bench_clip(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """encode_image and encode_text throughput per model."""
     results = []
     for name in args.models:
-        model = random_clip(name, device)
+        model = random_clip(name, device, args.tiny)
         dtype = model.visual.conv1.weight.dtype
         resolution = model.visual.input_resolution
         images = torch.rand(args.batch, 3, resolution, resolution, device=device, dtype=dtype)
@@ -104,20 +131,11 @@ def bench_clip(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
 
 def bench_decode(args: argparse.Namespace, device: torch.device) -> list[dict]:
-    """sample_frames throughput on a synthetic 640x360, 30 s, 25 fps H.264/MPEG-4 video."""
-    import cv2
-
+    """sample_frames throughput on a synthetic 640x360, 30 s, 25 fps MPEG-4 video."""
     from clipcli.media.video import sample_frames
 
     with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "bench.mp4"
-        writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 360))
-        frame = np.zeros((360, 640, 3), np.uint8)
-        for index in range(750):
-            frame[:] = index % 255
-            cv2.putText(frame, str(index), (50, 200), cv2.FONT_HERSHEY_SIMPLEX, 4, (255, 255, 255), 8)
-            writer.write(frame)
-        writer.release()
+        path = write_counter_video(Path(folder) / "bench.mp4", sized(args, 750, 25), *sized(args, (640, 360), (64, 48)))
         results = []
         for backend in ("decord", "pyav"):
             for mode in ("uniform", "segment-centre"):
@@ -144,8 +162,9 @@ def bench_depth(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
     from clipcli.pipelines.depth import depth_for_image, estimate_depth
 
-    model = random_clip("RN50", device)
-    photo = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (3000, 4000, 3), dtype=np.uint8), (5, 5), 1)
+    model = random_clip("RN50", device, args.tiny)
+    height, width = sized(args, (3000, 4000), (300, 400))
+    photo = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8), (5, 5), 1)
     before = peak_memory_mb(device)
     start = time.perf_counter()
     depth = depth_for_image(model, photo, "auto")
@@ -153,7 +172,7 @@ def bench_depth(args: argparse.Namespace, device: torch.device) -> list[dict]:
         {
             "bench": "depth-photo",
             "device": str(device),
-            "input": "4000x3000 RGB (36 MB uint8)",
+            "input": f"{width}x{height} RGB ({photo.nbytes / 2**20:.0f} MB uint8)",
             "seconds": round(time.perf_counter() - start, 3),
             "output_mb": round(depth.nbytes / 2**20, 1),
             "peak_growth_mb": round(peak_memory_mb(device) - before, 1),
@@ -181,7 +200,8 @@ def bench_audio(args: argparse.Namespace, device: torch.device) -> list[dict]:
     from clipcli.models.audio_tower import SAMPLE_RATE, ESResNeXtFBSP
 
     tower = ESResNeXtFBSP(embed_dim=1024).to(device).eval()  # random weights, released architecture, fp32
-    clips = torch.randn(args.batch, 5 * SAMPLE_RATE, device=device) * 3000.0  # int16 scale
+    clip_seconds = sized(args, 5, 0.25)
+    clips = torch.randn(args.batch, int(clip_seconds * SAMPLE_RATE), device=device) * 3000.0  # int16 scale
     results = []
     with torch.inference_mode():
         for stage, fn in (("encode_audio", tower), ("fbsp_front_end", tower.log_power_bands)):
@@ -194,9 +214,9 @@ def bench_audio(args: argparse.Namespace, device: torch.device) -> list[dict]:
                     "stage": stage,
                     "dtype": "float32",
                     "batch": args.batch,
-                    "clip_seconds": 5,
+                    "clip_seconds": clip_seconds,
                     "clips_per_s": round(args.batch / seconds, 2),
-                    "realtime_factor": round(5 * args.batch / seconds, 1),
+                    "realtime_factor": round(clip_seconds * args.batch / seconds, 1),
                     "peak_memory_mb": round(peak_memory_mb(device), 1),
                 }
             )
@@ -212,14 +232,12 @@ def bench_action(args: argparse.Namespace, device: torch.device) -> list[dict]:
     import shutil
     from unittest import mock
 
-    import cv2
-
     from clipcli.media.video import sample_frames
     from clipcli.models.actionclip import MeanFusion, TransformerFusion
     from clipcli.models.text_encoder import encode_prompts
     from clipcli.pipelines import action
 
-    frames, model = 8, random_clip("ViT-B/32", device)
+    frames, model = 8, random_clip("ViT-B/32", device, args.tiny)
     names400 = action.load_label_set("kinetics400")
     text = torch.nn.functional.normalize(torch.randn(16 * 400, 512, device=device), dim=-1)
     pixels = np.random.default_rng(0).integers(0, 256, (args.batch * frames, 256, 340, 3), dtype=np.uint8)
@@ -253,14 +271,9 @@ def bench_action(args: argparse.Namespace, device: torch.device) -> list[dict]:
                     "encode_256_prompts_trimmed_s": round(trimmed_s, 3)})  # fmt: skip
 
     with tempfile.TemporaryDirectory() as folder:
-        first = Path(folder) / "clip0.mp4"
-        writer = cv2.VideoWriter(str(first), cv2.VideoWriter_fourcc(*"mp4v"), 25, (640, 360))
-        frame = np.zeros((360, 640, 3), np.uint8)
-        for index in range(250):  # 10 s
-            frame[:] = index % 255
-            cv2.putText(frame, str(index), (50, 200), cv2.FONT_HERSHEY_SIMPLEX, 4, (255, 255, 255), 8)
-            writer.write(frame)
-        writer.release()
+        first = write_counter_video(
+            Path(folder) / "clip0.mp4", sized(args, 250, 25), *sized(args, (640, 360), (64, 48))
+        )
         videos = [first] + [shutil.copy(first, Path(folder) / f"clip{i}.mp4") for i in range(1, 4 * args.batch)]
         videos = [Path(v) for v in videos]
         classifier = action.Classifier(model, MeanFusion(), names400, text, frames)
@@ -294,8 +307,8 @@ def bench_features(args: argparse.Namespace, device: torch.device) -> list[dict]
     from clipcli.media.images import load_image
     from clipcli.pipelines.features import extract, read_ahead, vqa_grid, vqa_pixels
 
-    batch = 8
-    model = random_clip("RN50", device)
+    batch = sized(args, 8, 2)
+    model = random_clip("RN50", device, args.tiny)
     images = torch.randn(batch, 3, 600, 1000, device=device)
     with torch.inference_mode():
         model_s = timed(partial(vqa_grid, model, images), device, args.repeats)
@@ -440,8 +453,9 @@ def bench_retrieve(args: argparse.Namespace, device: torch.device) -> list[dict]
     results, frames = [], args.frames
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
-        long_clip = _write_h264(folder / "long.mp4", 60, 25, 1280, 720, 250)
-        short_clip = _write_h264(folder / "short.mp4", 15, 25, 1280, 720, 250)
+        width, height = sized(args, (1280, 720), (128, 72))
+        long_clip = _write_h264(folder / "long.mp4", sized(args, 60, 4), 25, width, height, 250)
+        short_clip = _write_h264(folder / "short.mp4", sized(args, 15, 1), 25, width, height, 250)
         samplers = {
             "clip4clip-opencv (1 seek per second)": partial(_clip4clip_opencv_frames, long_clip, frames),
             "opencv every frame": partial(_opencv_every_frame, long_clip, frames),
@@ -468,8 +482,9 @@ def bench_retrieve(args: argparse.Namespace, device: torch.device) -> list[dict]
                 }
             )
 
-        videos = [_write_h264(folder / f"clip{i}.mp4", 10, 25, 640, 360, 250) for i in range(8)]
-        model = random_clip("ViT-B/32", device)
+        clip_seconds, (width, height) = sized(args, 10, 1), sized(args, (640, 360), (64, 48))
+        videos = [_write_h264(folder / f"clip{i}.mp4", clip_seconds, 25, width, height, 250) for i in range(8)]
+        model = random_clip("ViT-B/32", device, args.tiny)
         retriever = retrieve.Retriever(model, MeanPHead().to(device), "sha256:bench", device)
         pixels = torch.randn(len(videos) * frames, 3, 224, 224)
         with torch.inference_mode():
@@ -493,7 +508,8 @@ def bench_retrieve(args: argparse.Namespace, device: torch.device) -> list[dict]
         )
 
         rng = np.random.default_rng(0)
-        for count in (10_000, 100_000, 1_000_000):
+        stored_counts = sized(args, (10_000, 100_000, 1_000_000), (200, 4000))
+        for count in stored_counts:
             matrix = np.empty((count, 512), np.float16)
             for start in range(0, count, 100_000):
                 block = rng.standard_normal((min(100_000, count - start), 512), dtype=np.float32)
@@ -510,11 +526,12 @@ def bench_retrieve(args: argparse.Namespace, device: torch.device) -> list[dict]
                     "search": "exact",
                 }
             )
-            if count == 100_000:
+            if count == stored_counts[1]:
                 results.append(_index_load_latency(folder, matrix, query, args.repeats))
-            if count >= 100_000 and _has_faiss():
+            if count >= stored_counts[1] and _has_faiss():
                 results.append(_ann_search_cost(matrix, "random unit vectors", rng))
-                results.append(_ann_search_cost(_clustered_unit_rows(count, rng), "clustered", rng))
+                clusters = sized(args, 2000, 20)
+                results.append(_ann_search_cost(_clustered_unit_rows(count, rng, clusters), "clustered", rng))
     return results
 
 
@@ -555,11 +572,11 @@ def _ann_search_cost(matrix: np.ndarray, data: str, rng: np.random.Generator, qu
         probes = rng.standard_normal((queries, matrix.shape[1]), dtype=np.float32)
     probes /= np.linalg.norm(probes, axis=1, keepdims=True)
     truth = exact_top_k(probes, matrix, 10)
-    part, cpu = Matrix([b""] * len(matrix), matrix), torch.device("cpu")
+    part = Matrix([b""] * len(matrix), matrix)
     found, ann_s, exact_s = 0, [], []
     for probe, rows in zip(torch.from_numpy(probes), truth, strict=True):
         ann_s.append(_seconds_once(partial(rank_videos_ann, probe, part, approximate, 10)))
-        exact_s.append(_seconds_once(partial(rank_videos, probe, matrix, 10, cpu)))
+        exact_s.append(_seconds_once(partial(rank_videos, probe, matrix, 10)))
         found += len(set(rank_videos_ann(probe, part, approximate, 10)[0]) & set(rows.tolist()))
     return {
         "bench": "retrieve-ann",
@@ -598,7 +615,7 @@ def _index_load_latency(folder: Path, matrix: np.ndarray, query: torch.Tensor, r
 
     def open_and_search() -> None:
         with VideoIndex(folder / "big") as index:
-            rank_videos(query, index.matrix([root]).embeddings, 10, cpu)
+            rank_videos(query, index.matrix([root]).embeddings, 10)
 
     search_s = timed(open_and_search, cpu, repeats)
     row = {
@@ -681,7 +698,7 @@ def bench_point(args: argparse.Namespace, device: torch.device) -> list[dict]:
     settings = [(torch.device("cpu"), count) for count in sorted({threads, 1}, reverse=True)]
     for where, count in settings + ([(device, threads)] if device.type == "cuda" else []):
         torch.set_num_threads(count)
-        for size, batch in ((1024, 64), (16384, 16)):
+        for size, batch in sized(args, ((1024, 64), (16384, 16)), ((1024, 4),)):
             clouds = torch.from_numpy(ellipsoids(batch, size)).to(where)
             for name, project in (("v1", project_v1), ("v2", project_v2)):
                 seconds = timed(partial(project, clouds), where, args.repeats)
@@ -697,7 +714,7 @@ def bench_point(args: argparse.Namespace, device: torch.device) -> list[dict]:
                     }
                 )
     torch.set_num_threads(threads)
-    model = random_clip("ViT-B/16", device)
+    model = random_clip("ViT-B/16", device, args.tiny)
     clouds = list(ellipsoids(args.batch, 2048))
     for projection in ("v2", "v1"):
         classifier = ZeroShotClassifier.build(model, load_label_set("modelnet40"), projection)
@@ -759,27 +776,29 @@ def bench_sketch(args: argparse.Namespace, device: torch.device) -> list[dict]:
 
     results = []
     generator = torch.Generator().manual_seed(0)
-    for strokes in (16, 64, 256):
+    for strokes in sized(args, (16, 64, 256), (16,)):
         for batch in (1, 3):
             start = torch.rand(batch, strokes, 1, 2, generator=generator) * 224
             points = start + (torch.rand(batch, strokes, 4, 2, generator=generator) - 0.5) * 34
             points = points.to(device).requires_grad_(True)
-            seconds = fastest(lambda points=points: rasterize(points).sum().backward(), max(args.repeats, 5))
+            seconds = fastest(
+                lambda points=points: rasterize(points).sum().backward(), sized(args, max(args.repeats, 5), 1)
+            )
             results.append({"bench": "sketch-rasterize", "device": str(device), "strokes": strokes, "batch": batch,
                             "size": 224, "ms_forward_backward": round(seconds * 1000, 2)})  # fmt: skip
 
-    loss_model, saliency_model = random_clip("RN101", device), random_clip("ViT-B/32", device)
+    loss_model, saliency_model = random_clip("RN101", device, args.tiny), random_clip("ViT-B/32", device, args.tiny)
     picture = np.full((224, 224, 3), 255, np.uint8)
     cv2.circle(picture, (90, 110), 50, (200, 40, 40), -1)
     cv2.rectangle(picture, (120, 40), (200, 180), (30, 90, 160), -1)
     target = target_tensor(picture).to(device)
-    seeds, augmentations = (0, 1000, 2000), 4
+    seeds, augmentations = sized(args, (0, 1000, 2000), (0,)), sized(args, 4, 1)
     loss = ClipassoLoss(loss_model, target)
-    views = render_sketch(torch.rand(3 * (1 + augmentations), 16, 4, 2, device=device) * 224).detach()
+    views = render_sketch(torch.rand(len(seeds) * (1 + augmentations), 16, 4, 2, device=device) * 224).detach()
 
     def clip_passes() -> None:
         with torch.no_grad():
-            loss.features(target.expand(3 * augmentations, -1, -1, -1))
+            loss.features(target.expand(len(seeds) * augmentations, -1, -1, -1))
         sketch = views.clone().requires_grad_(True)
         sum(f.float().sum() for f in loss.features(sketch)).backward()
 
@@ -819,7 +838,7 @@ def bench_sketch(args: argparse.Namespace, device: torch.device) -> list[dict]:
             }
         )
     if device.type == "cuda":  # the same 30 steps with and without graphs; fp32 weights (random fp16 ones underflow)
-        model32 = random_clip("RN101", device).float()
+        model32 = random_clip("RN101", device, args.tiny).float()
         init, _ = initial_points(target, saliency_model, 16, seeds)
         runs = [
             optimize_strokes(target, init, model32, iterations=30, augmentations=augmentations, early_stop=False,
@@ -886,6 +905,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--startup-repeats", type=int, default=5, help="runs of each call in the startup bench")
     parser.add_argument("--cloud-points", type=int, default=10_000_000, help="points in the point bench's large PLY")
+    parser.add_argument(
+        "--tiny", action="store_true", help="tiny models and inputs: checks a benchmark runs, no figures"
+    )
     args = parser.parse_args(argv)
     device = resolve_device(args.device)
     names = list(BENCHMARKS) if args.bench == "all" else [args.bench]
