@@ -152,7 +152,7 @@ def test_labels_from_a_list_file_and_official_csv(tmp_path):
 
 @pytest.mark.parametrize(
     ("spec", "message"),
-    [("run,run,jump", "duplicate label"), ("run,", "at least two"), ("nonexistent", "not a label set")],
+    [("run,run,jump", "duplicate label"), ("run,", "need at least 2 labels"), ("nonexistent", "not a built-in set")],
 )
 def test_bad_label_specs_are_clear(spec, message):
     with pytest.raises(BadInputError, match=message):

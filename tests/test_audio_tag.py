@@ -359,13 +359,13 @@ def test_label_sets_ship_with_their_official_counts_and_order():
 
 def test_label_specs(tmp_path):
     assert audio_pipeline.parse_labels("US8K")[1][0] == "air conditioner"
-    assert audio_pipeline.parse_labels(" a dog , rain,, ") == ("custom", ["a dog", "rain"])
+    assert audio_pipeline.parse_labels(" a dog , rain,, ") == ("list", ["a dog", "rain"])
     file = tmp_path / "labels.txt"
     file.write_text("# my labels\nbell\n\nwhistle\n", encoding="utf-8")
     assert audio_pipeline.parse_labels(str(file)) == (str(file), ["bell", "whistle"])
     with pytest.raises(BadInputError, match="no such labels file"):
         audio_pipeline.parse_labels(str(tmp_path / "nope.txt"))
-    with pytest.raises(BadInputError, match="duplicate labels dog"):
+    with pytest.raises(BadInputError, match="duplicate labels: dog"):
         audio_pipeline.parse_labels("dog,cat,dog")
     with pytest.raises(BadInputError, match="exactly one"):
         audio_pipeline.check_template("a sound")
@@ -540,7 +540,7 @@ def test_cli_table_output(audioclip_file, tmp_path, monkeypatch):
     args = ["--checkpoint", str(audioclip_file), "--device", "cpu", "--labels", "bell,whistle", "--window", "0.3"]
     result = run_cli("bark.wav", *args)
     assert result.exit_code == 0, result.output
-    assert "AudioCLIP tags (custom, softmax)" in result.stdout and "bark.wav" in result.stdout
+    assert "AudioCLIP tags (list, softmax)" in result.stdout and "bark.wav" in result.stdout
     assert "bell" in result.stdout and "whistle" in result.stdout
 
 

@@ -203,7 +203,7 @@ def test_label_sets_and_parsing(tmp_path):
     assert point.dataset_of(scan) == "scanobjectnn" and point.dataset_of(["a", "b"]) is None
     with pytest.raises(BadInputError, match="duplicate"):
         point.parse_labels("a,b,a")
-    with pytest.raises(BadInputError, match="not modelnet40 or scanobjectnn"):
+    with pytest.raises(BadInputError, match=r"not a built-in set \(modelnet40, scanobjectnn\)"):
         point.parse_labels("shapenet")
 
 

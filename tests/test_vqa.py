@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from clipcli.cli import app
 from clipcli.errors import BadInputError
+from clipcli.media.labels import packaged_lines
 from clipcli.models import load_clip, text_cache
 from clipcli.pipelines import vqa
 
@@ -114,14 +115,16 @@ def test_builtin_answer_sets():
 def test_answers_option(tmp_path):
     rewrite = vqa.rewrite_question("what color is the car")
     listing = tmp_path / "answers.txt"
-    listing.write_text("# car colours\nred\n\nblue\nred\n", encoding="utf-8")
+    listing.write_text("# car colours\nred\n\nblue\n", encoding="utf-8")
     assert vqa.resolve_answers(str(listing), rewrite) == (str(listing), ["red", "blue"])
     assert vqa.resolve_answers("red, blue ,green", rewrite) == ("list", ["red", "blue", "green"])
     assert vqa.resolve_answers("counts", rewrite)[1][:2] == ["0", "1"]
     with pytest.raises(BadInputError, match="not a built-in set"):
         vqa.resolve_answers("crimson", rewrite)
-    with pytest.raises(BadInputError, match="at least two"):
+    with pytest.raises(BadInputError, match="duplicate answers: red"):
         vqa.resolve_answers("red,red", rewrite)
+    with pytest.raises(BadInputError, match="need at least 2 answers"):
+        vqa.resolve_answers("red,", rewrite)
 
 
 def test_scores_are_the_softmax_of_scaled_cosines(tiny_vit_path):
@@ -183,8 +186,8 @@ def test_vqa_cli(tmp_path, tiny_vit_path):
 
 
 def test_data_files_are_complete():
-    assert len(vqa._data_lines("imagenet_classes.txt")) == 1000
-    assert vqa._data_lines("imagenet_classes.txt")[0] == "tench"
-    assert vqa._data_lines("imagenet_classes.txt")[-1] == "toilet paper"
-    assert len(vqa._data_lines("coco_classes.txt")) == 80
-    assert np.all([line == line.strip() for line in vqa._data_lines("color_words.txt")])
+    assert len(packaged_lines("imagenet_classes.txt")) == 1000
+    assert packaged_lines("imagenet_classes.txt")[0] == "tench"
+    assert packaged_lines("imagenet_classes.txt")[-1] == "toilet paper"
+    assert len(packaged_lines("coco_classes.txt")) == 80
+    assert np.all([line == line.strip() for line in packaged_lines("color_words.txt")])

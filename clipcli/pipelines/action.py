@@ -16,6 +16,7 @@ windows (`--window`) are an addition.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -25,7 +26,6 @@ import weakref
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +36,7 @@ from clipcli import ui
 from clipcli.batch import OutputNames, run_batch
 from clipcli.errors import BadInputError
 from clipcli.media.images import write_png
+from clipcli.media.labels import Labels, packaged_lines, read_labels
 from clipcli.media.video import probe_video, read_frames, sample_frames, sample_indices
 from clipcli.models.actionclip import MeanFusion, TransformerFusion
 from clipcli.models.clip_loader import load_clip
@@ -88,45 +89,13 @@ def load_label_set(name: str) -> list[str]:
     """A shipped label set, in the official order, ready for prompts (UCF101 split into words)."""
     if name not in LABEL_SETS:
         raise BadInputError(f"unknown label set {name!r}; shipped sets are {', '.join(LABEL_SETS)}")
-    text = resources.files("clipcli.data").joinpath(LABEL_SETS[name]).read_text(encoding="utf-8")
-    names = [line.strip() for line in text.splitlines() if line.strip()]
-    return [split_camel_case(n) for n in names] if name in CAMEL_CASE_SETS else names
+    names = packaged_lines(LABEL_SETS[name])
+    return [split_camel_case(n) for n in names] if name in CAMEL_CASE_SETS else list(names)
 
 
-def read_label_file(path: Path) -> list[str]:
-    """One label per line ('#' comments and blank lines skipped), or an official `id,name` CSV."""
-    try:
-        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(f"cannot read the label file ({err})", path) from None
-    lines = [line for line in lines if line and not line.startswith("#")]
-    if lines and lines[0].replace(" ", "").lower() == "id,name":
-        rows = [line.split(",", 1) for line in lines[1:]]
-        if any(len(row) != 2 for row in rows):
-            raise BadInputError("an id,name CSV needs two fields on every line", path)
-        lines = [row[1].strip() for row in rows]
-    return lines
-
-
-def parse_labels(spec: str) -> tuple[str, list[str]]:
-    """`--labels`: a shipped set name, a file, or a comma-separated list -> (source, labels)."""
-    if spec in LABEL_SETS:
-        return spec, load_label_set(spec)
-    path = Path(spec)
-    if path.is_file():
-        labels, source = read_label_file(path), str(path)
-    elif "," in spec:
-        labels, source = [part.strip() for part in spec.split(",") if part.strip()], "list"
-    else:
-        raise BadInputError(
-            f"--labels {spec!r}: not a label set ({', '.join(LABEL_SETS)}), an existing file, nor a comma list"
-        )
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise BadInputError(f"--labels {spec!r}: duplicate label(s): {', '.join(duplicates)}")
-    if len(labels) < 2:
-        raise BadInputError(f"--labels {spec!r}: need at least two labels to choose between, got {len(labels)}")
-    return source, labels
+def parse_labels(spec: str) -> Labels:
+    """`--labels`: a shipped set name, a label file (or official `id,name` CSV), or a comma list."""
+    return read_labels(spec, {name: functools.partial(load_label_set, name) for name in LABEL_SETS})
 
 
 def template_prompts(class_names: Sequence[str]) -> list[str]:

@@ -12,12 +12,12 @@ windows' normalised embeddings; each window is also scored on its own (the timel
 
 from __future__ import annotations
 
+import functools
 import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from clipcli.defaults import AUDIOCLIP_CHECKPOINT
 from clipcli.errors import BadInputError
 from clipcli.media.audio import load_audio
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
+from clipcli.media.labels import Labels, packaged_lines, read_labels, read_lines
 from clipcli.models.audio_tower import SAMPLE_RATE
 from clipcli.models.audioclip import AudioCLIP, load_audioclip
 from clipcli.models.prompts import text_classifier
@@ -54,46 +55,12 @@ MIN_WINDOW_SECONDS = 0.1
 
 def builtin_labels(name: str) -> list[str]:
     """A shipped label set in class-index order, underscores already turned into spaces as officially."""
-    text = resources.files("clipcli.data").joinpath(LABEL_SETS[name]).read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return list(packaged_lines(LABEL_SETS[name]))
 
 
-def read_text_lines(path: Path, what: str) -> list[str]:
-    """Non-empty lines of a UTF-8 text file; lines starting with '#' are comments."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInputError("no such file", path) from None
-    except (OSError, UnicodeDecodeError) as err:
-        raise BadInputError(f"cannot read {what} ({err})", path) from None
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
-    if not lines:
-        raise BadInputError(f"no {what} in the file (one per line)", path)
-    return lines
-
-
-def parse_labels(spec: str) -> tuple[str, list[str]]:
-    """`esc50`, `us8k`, a file with one label per line, or `"a,b,c"` -> (description, labels)."""
-    if spec.lower() in LABEL_SETS:
-        return spec.lower(), builtin_labels(spec.lower())
-    path = Path(spec).expanduser()
-    if path.is_file():
-        labels = read_text_lines(path, "labels")
-        name = str(path)
-    elif "," in spec:
-        labels = [part.strip() for part in spec.split(",") if part.strip()]
-        name = "custom"
-    elif path.suffix or os.sep in spec:
-        raise BadInputError("no such labels file (use esc50, us8k, a file, or comma-separated labels)", spec)
-    else:
-        labels, name = [spec.strip()], "custom"
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise BadInputError(f"--labels: duplicate labels {', '.join(duplicates)}")
-    if not labels:
-        raise BadInputError("--labels: no labels given")
-    return name, labels
+def parse_labels(spec: str) -> Labels:
+    """`esc50`, `us8k`, a label file, `"a,b,c"`, or one bare label (for --multilabel)."""
+    return read_labels(spec, {name: functools.partial(builtin_labels, name) for name in LABEL_SETS}, minimum=1)
 
 
 def check_template(template: str) -> str:
@@ -409,7 +376,7 @@ def run(
     if not multilabel and len(label_list) < 2:
         raise BadInputError("--labels: a softmax needs at least two labels (or use --multilabel)")
     image_paths = _image_folder(images) if images is not None else []
-    caption_list = read_text_lines(texts, "texts") if texts is not None else []
+    caption_list = read_lines(texts, "texts") if texts is not None else []
 
     model_path = resolve_weights(checkpoint).resolve()
     model = load_audioclip(model_path, device, trust_checkpoint=trust_checkpoint)

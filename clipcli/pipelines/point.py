@@ -17,7 +17,7 @@ import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from importlib import resources
 from pathlib import Path
 
@@ -29,6 +29,7 @@ from clipcli.batch import OutputNames, run_batch
 from clipcli.errors import BadInputError
 from clipcli.media.h5clouds import H5_EXTENSIONS, is_h5, read_h5_clouds
 from clipcli.media.images import write_png
+from clipcli.media.labels import packaged_lines, read_labels
 from clipcli.media.points import SUPPORTED_POINT_EXTENSIONS, load_points
 from clipcli.models import load_clip
 from clipcli.models.prompts import text_classifier
@@ -77,31 +78,12 @@ INPUT_EXTENSIONS = (*SUPPORTED_POINT_EXTENSIONS, *H5_EXTENSIONS)
 
 def load_label_set(name: str) -> list[str]:
     """A shipped label set in the official label order."""
-    text = resources.files("clipcli.data").joinpath(LABEL_SETS[name]).read_text(encoding="utf-8")
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    return list(packaged_lines(LABEL_SETS[name]))
 
 
 def parse_labels(spec: str) -> list[str]:
-    """`--labels`: modelnet40, scanobjectnn, a file with one label per line, or `a,b,c`."""
-    if spec.lower() in LABEL_SETS:
-        return load_label_set(spec.lower())
-    path = Path(spec)
-    if path.is_file():
-        try:
-            lines = path.read_text(encoding="utf-8-sig").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise BadInputError(f"cannot read the label file ({err})", path) from None
-        labels = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    elif "," in spec:
-        labels = [part.strip() for part in spec.split(",") if part.strip()]
-    else:
-        raise BadInputError(f"--labels {spec!r}: not {' or '.join(LABEL_SETS)}, an existing file, nor a comma list")
-    duplicates = sorted({label for label in labels if labels.count(label) > 1})
-    if duplicates:
-        raise BadInputError(f"--labels {spec!r}: duplicate label(s): {', '.join(duplicates)}")
-    if len(labels) < 2:
-        raise BadInputError(f"--labels {spec!r}: need at least two labels to choose between, got {len(labels)}")
-    return labels
+    """`--labels`: modelnet40, scanobjectnn, a label file, or `a,b,c` -> the labels (as `classify` takes them)."""
+    return read_labels(spec, {name: partial(load_label_set, name) for name in LABEL_SETS}).names
 
 
 def dataset_of(labels: Sequence[str]) -> str | None:

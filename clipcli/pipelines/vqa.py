@@ -32,7 +32,6 @@ import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +41,7 @@ from PIL import Image
 from clipcli.batch import run_batch
 from clipcli.errors import BadInputError
 from clipcli.media.images import load_image
+from clipcli.media.labels import Labels, packaged_lines, read_labels
 from clipcli.models import load_clip
 from clipcli.models.text_cache import text_embeddings
 from clipcli.models.weights import file_sha256, resolve_weights
@@ -307,51 +307,28 @@ def rewrite_question(question: str) -> Rewrite:
 
 
 @functools.cache
-def _data_lines(name: str) -> tuple[str, ...]:
-    text = resources.files("clipcli.data").joinpath(name).read_text(encoding="utf-8")
-    return tuple(line.strip() for line in text.splitlines() if line.strip())
-
-
-@functools.cache
 def builtin_answers(name: str) -> tuple[str, ...]:
     """A built-in answer set: yesno, colors, counts (0-20) or objects (COCO's 80 + ImageNet's 1000 names)."""
     if name == "yesno":
         return (YES, NO)
     if name == "colors":
-        return _data_lines("color_words.txt")
+        return packaged_lines("color_words.txt")
     if name == "counts":
         return tuple(str(n) for n in range(21))
     if name == "objects":
         unique: dict[str, str] = {}
-        for label in _data_lines("coco_classes.txt") + _data_lines("imagenet_classes.txt"):
+        for label in packaged_lines("coco_classes.txt") + packaged_lines("imagenet_classes.txt"):
             unique.setdefault(label.lower(), label)  # COCO's "mouse" and ImageNet's "Mouse" count once
         return tuple(unique.values())
     raise BadInputError(f"no built-in answer set {name!r}: choose one of {', '.join(ANSWER_SETS)}")
 
 
-def resolve_answers(spec: str | None, rewrite: Rewrite) -> tuple[str, list[str]]:
-    """`(source, answers)` from --answers: a built-in set, a file (one per line), or "a,b,c"; none: by question."""
+def resolve_answers(spec: str | None, rewrite: Rewrite) -> Labels:
+    """`(source, answers)` from --answers, read as every label set is; none: the question's built-in set."""
     if spec is None:
-        return rewrite.answer_set, list(builtin_answers(rewrite.answer_set))
-    if spec in ANSWER_SETS:
-        return spec, list(builtin_answers(spec))
-    if Path(spec).is_file():
-        try:
-            lines = Path(spec).read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as err:
-            raise BadInputError(f"cannot read the answer list ({err})", spec) from None
-        source, answers = spec, [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    elif "," in spec:
-        source, answers = "list", [part.strip() for part in spec.split(",") if part.strip()]
-    else:
-        raise BadInputError(
-            f"--answers {spec!r}: not a built-in set ({', '.join(ANSWER_SETS)}), an existing file, "
-            "nor a comma-separated list"
-        )
-    answers = list(dict.fromkeys(answers))
-    if len(answers) < 2:
-        raise BadInputError(f"--answers {spec!r}: need at least two different answers to rank, got {len(answers)}")
-    return source, answers
+        return Labels(rewrite.answer_set, list(builtin_answers(rewrite.answer_set)))
+    builtin = {name: functools.partial(builtin_answers, name) for name in ANSWER_SETS}
+    return read_labels(spec, builtin, option="--answers")
 
 
 # ---------------------------------------------------------------- scoring
