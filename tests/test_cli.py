@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.main import get_command
 from typer.testing import CliRunner
 
 from clipcli import __version__
@@ -37,12 +38,61 @@ def test_python_dash_m_entry_point():
     assert "pkg_resources" not in done.stderr
 
 
-def test_common_options_follow_every_subcommand():
-    for command in (["models", "list"], ["models", "verify"], ["models", "import"]):
-        result = run(*command, "--help")
-        assert result.exit_code == 0
-        for option in ("--device", "--quiet", "--json", "--debug"):
-            assert option in result.output, (command, option)
+def command_paths() -> list[list[str]]:
+    """Every command as the words that call it, read from the app, so a new command is covered untold."""
+    paths = []
+    for name, command in get_command(app).commands.items():
+        paths += [[name, sub] for sub in getattr(command, "commands", {})] or [[name]]
+    return paths
+
+
+COMMAND_PATHS = command_paths()
+COMMAND_IDS = [" ".join(path) for path in COMMAND_PATHS]
+
+# Each command's arguments naming inputs that do not exist ({tmp}: a fresh folder); `models list` reads none.
+MISSING_INPUTS = {
+    "depth": ["{tmp}/absent.png"],
+    "depth-eval": ["{tmp}/absent.png,{tmp}/absent-gt.png"],
+    "audio-tag": ["{tmp}/absent.wav"],
+    "classify-action": ["{tmp}/absent.mp4"],
+    "sketch": ["{tmp}/absent.png"],
+    "retrieve": ["{tmp}/absent", "a dog"],
+    "retrieve-eval": ["{tmp}/absent.csv", "{tmp}"],
+    "features": ["{tmp}/absent.png"],
+    "vqa": ["{tmp}/absent.png", "what is it?"],
+    "point-classify": ["{tmp}/absent.ply"],
+    "point-eval": ["{tmp}/absent.h5"],
+    "models verify": ["{tmp}/absent.pt"],
+    "models import": ["{tmp}/absent.pt"],
+}
+
+
+def missing_inputs(command: str, tmp_path: Path) -> list[str]:
+    return [word.format(tmp=tmp_path) for word in MISSING_INPUTS.get(command, [])]
+
+
+def test_all_14_commands_are_enumerated_and_each_has_a_missing_input_case():
+    assert len(COMMAND_PATHS) == 14 and ["models", "import"] in COMMAND_PATHS and ["depth-eval"] in COMMAND_PATHS
+    assert set(MISSING_INPUTS) | {"models list"} == set(COMMAND_IDS)
+
+
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=COMMAND_IDS)
+def test_common_options_follow_every_subcommand(path):
+    result = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "300"})
+    assert result.exit_code == 0
+    for option in ("--device", "--quiet", "--json", "--debug"):
+        assert option in result.output, option
+
+
+@pytest.mark.parametrize("path", [p for p in COMMAND_PATHS if p != ["models", "list"]], ids=lambda p: " ".join(p))
+def test_every_command_given_a_missing_input_exits_2_with_one_line_naming_it(path, tmp_path):
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    result = runner.invoke(app, [*path, *missing_inputs(" ".join(path), folder), "--device", "cpu"])
+    assert result.exit_code == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and str(folder / "absent") in lines[0]
+    assert "Traceback" not in result.output and list(folder.iterdir()) == []
 
 
 def test_models_list_json_reports_every_known_model():
@@ -101,8 +151,9 @@ def test_import_refuses_non_clip_file_and_writes_nothing(tmp_path, isolated_home
 
 
 @pytest.mark.parametrize("device", ["gpu", "cuda:7x"])
-def test_misspelt_device_is_bad_usage_for_every_command(device):
-    result = run("models", "list", "--device", device)
+@pytest.mark.parametrize("path", COMMAND_PATHS, ids=COMMAND_IDS)
+def test_misspelt_device_is_bad_usage_for_every_command(path, device, tmp_path):
+    result = run(*path, *missing_inputs(" ".join(path), tmp_path), "--device", device)
     assert result.exit_code == 2
     assert result.stderr.strip() == f"error: --device '{device}': expected auto, cpu, cuda or cuda:N"
 

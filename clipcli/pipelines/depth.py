@@ -397,7 +397,14 @@ def evaluate(
     device: str = "auto",
     trust_checkpoint: bool = False,
 ) -> dict:
-    """Per-image metrics averaged over images, as the official evaluation reports them."""
+    """Per-image metrics averaged over images, as the official evaluation reports them.
+
+    A pair naming a file that does not exist stops the run before the model
+    loads, as a missing input does in every other command.
+    """
+    for path in (path for pair in pairs for path in pair):
+        if not Path(path).exists():
+            raise BadInputError("no such file", path)
     model = load_depth_model(model_name, device, trust_checkpoint)
     by_rgb = dict(pairs)
 
