@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 
 from clipcli.cli import app
 from clipcli.models import load_clip, text_cache
+from clipcli.models.weights import _hash_cache_path
 from clipcli.pipelines import action, audio
-from clipcli.store.cache import read_cache
+from clipcli.store.cache import cache_folder, read_cache
 
 runner = CliRunner()
 NAMES = ["air drumming", "juggling balls", "riding a bike"]
@@ -25,6 +26,25 @@ NAMES = ["air drumming", "juggling balls", "riding a bike"]
 def truncate(path, keep=0.5):
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
+
+
+@pytest.mark.parametrize("xdg", [None, ""])
+def test_cache_folder_falls_back_to_dot_cache_in_home(tmp_path, monkeypatch, xdg):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    if xdg is None:
+        monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    else:
+        monkeypatch.setenv("XDG_CACHE_HOME", xdg)
+    assert cache_folder("text") == tmp_path / ".cache" / "clipcli" / "text"
+
+
+def test_every_cache_lives_in_the_one_cache_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    clipcli_cache = tmp_path / "xdg" / "clipcli"
+    assert cache_folder() == clipcli_cache
+    assert _hash_cache_path() == clipcli_cache / "sha256.json"
+    assert action.text_cache_dir() == clipcli_cache / "actionclip-text"
+    assert text_cache.cache_file("f" * 64, build_tiny_clip(TINY_VIT, 0)).parent == clipcli_cache / "text"
 
 
 def test_read_cache_is_silent_about_a_missing_file_and_reports_a_damaged_one(tmp_path, capsys):

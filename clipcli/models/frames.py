@@ -14,8 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from clipcli.models.normalize import clip_normalize
 
 
 def preprocess_frames(frames: np.ndarray | torch.Tensor, resolution: int, device: torch.device | str = "cpu"):
@@ -27,10 +26,7 @@ def preprocess_frames(frames: np.ndarray | torch.Tensor, resolution: int, device
     if (height, width) != size:
         pixels = F.interpolate(pixels, size=size, mode="bicubic", antialias=True, align_corners=False)
     top, left = (size[0] - resolution) // 2, (size[1] - resolution) // 2
-    pixels = pixels[..., top : top + resolution, left : left + resolution].clamp(0, 255) / 255.0
-    mean = torch.tensor(CLIP_MEAN, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=pixels.device).view(1, 3, 1, 1)
-    return (pixels - mean) / std
+    return clip_normalize(pixels[..., top : top + resolution, left : left + resolution].clamp(0, 255) / 255.0)
 
 
 @torch.no_grad()

@@ -10,7 +10,6 @@ capped at `MAX_ENTRIES` (oldest dropped first). A damaged file is re-encoded
 
 from __future__ import annotations
 
-import os
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,15 +18,14 @@ import numpy as np
 import torch
 
 from clipcli.models.text_encoder import encode_prompts
-from clipcli.store.cache import read_cache, write_cache
+from clipcli.store.cache import cache_folder, read_cache, write_cache
 
 MAX_ENTRIES = 50_000
 _MEMORY: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def cache_file(model_id: str, model) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
-    return base / "clipcli" / "text" / f"{model_id[:32]}-{str(model.dtype).removeprefix('torch.')}.npz"
+    return cache_folder("text") / f"{model_id[:32]}-{str(model.dtype).removeprefix('torch.')}.npz"
 
 
 def _read_table(path: Path, width: int) -> dict[str, np.ndarray]:

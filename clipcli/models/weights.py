@@ -24,6 +24,7 @@ from clip.clip import _MODELS as CLIP_URLS
 from clipcli import ui
 from clipcli.errors import BadInputError, WeightsUnavailableError
 from clipcli.store.atomic import atomic_path, atomic_write
+from clipcli.store.cache import cache_folder
 
 _CHUNK = 1 << 20
 
@@ -98,8 +99,7 @@ def file_name_for(name: str) -> str:
 
 
 def _hash_cache_path() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
-    return base / "clipcli" / "sha256.json"
+    return cache_folder() / "sha256.json"
 
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")

@@ -40,12 +40,12 @@ from clipcli.media.labels import Labels, packaged_lines, read_labels
 from clipcli.media.video import probe_video, read_frames, sample_frames, sample_indices
 from clipcli.models.actionclip import MeanFusion, TransformerFusion
 from clipcli.models.clip_loader import load_clip
-from clipcli.models.frames import CLIP_MEAN, CLIP_STD
 from clipcli.models.fusion import load_actionclip
+from clipcli.models.normalize import clip_normalize
 from clipcli.models.text_encoder import encode_prompts
 from clipcli.models.weights import file_sha256, resolve_weights
 from clipcli.render.timeline import timeline_image
-from clipcli.store.cache import read_cache, write_cache
+from clipcli.store.cache import cache_folder, read_cache, write_cache
 
 # utils/Text_Prompt.py, in order; prompts are built template-major: [T0 x C, T1 x C, ...].
 TEMPLATES = (
@@ -111,8 +111,7 @@ _CACHE_VERSION = 1
 
 
 def text_cache_dir() -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
-    return base / "clipcli" / "actionclip-text"
+    return cache_folder("actionclip-text")
 
 
 def _encode_templates(model, class_names: Sequence[str]) -> torch.Tensor:
@@ -198,10 +197,7 @@ def preprocess_frames(frames: np.ndarray | torch.Tensor, resolution: int, device
         pixels = _resize(pixels, size)
     top = int(round((size[0] - resolution) / 2.0))
     left = int(round((size[1] - resolution) / 2.0))
-    pixels = pixels[..., top : top + resolution, left : left + resolution] / 255.0
-    mean = torch.tensor(CLIP_MEAN, device=pixels.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=pixels.device).view(1, 3, 1, 1)
-    return (pixels - mean) / std
+    return clip_normalize(pixels[..., top : top + resolution, left : left + resolution] / 255.0)
 
 
 def _resize(pixels: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

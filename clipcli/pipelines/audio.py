@@ -13,7 +13,6 @@ windows' normalised embeddings; each window is also scored on its own (the timel
 from __future__ import annotations
 
 import functools
-import os
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -37,7 +36,7 @@ from clipcli.models.audio_tower import SAMPLE_RATE
 from clipcli.models.audioclip import AudioCLIP, load_audioclip
 from clipcli.models.prompts import text_classifier
 from clipcli.models.weights import file_sha256, resolve_weights
-from clipcli.store.cache import read_cache, write_cache
+from clipcli.store.cache import cache_folder, read_cache, write_cache
 
 __all__ = ["AudioCLIP", "load_audioclip", "run", "zero_shot_scores", "split_windows", "pad_to_window"]
 
@@ -162,9 +161,8 @@ def top_matches(
 
 
 def _cache_file(model_path: Path, model: AudioCLIP) -> Path:
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
     dtype = str(model.clip.dtype).removeprefix("torch.")
-    return base / "clipcli" / "audio-tag" / f"images-{file_sha256(model_path)[:16]}-{dtype}.npz"
+    return cache_folder("audio-tag") / f"images-{file_sha256(model_path)[:16]}-{dtype}.npz"
 
 
 class ImageFeatureCache:

@@ -45,8 +45,8 @@ from clipcli.batch import OutputNames, check_output_folder
 from clipcli.errors import BadInputError
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
-from clipcli.models.frames import CLIP_MEAN, CLIP_STD
 from clipcli.models.grid import resnet_layer4
+from clipcli.models.normalize import clip_normalize
 from clipcli.models.spatial import attention_pool, vit_patch_grid, vit_tokens
 from clipcli.store.atomic import atomic_path
 
@@ -89,10 +89,7 @@ def caption_pixels(rgb: np.ndarray) -> np.ndarray:
 
 def normalize(pixels: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
     """`[B,H,W,3]` uint8 -> `[B,3,H,W]` float32: /255 then CLIP mean/std, on `device`."""
-    x = pixels.to(device).permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return clip_normalize(pixels.to(device).permute(0, 3, 1, 2).float() / 255.0)
 
 
 # ---------------------------------------------------------------- features (batched, any device)

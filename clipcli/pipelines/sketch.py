@@ -41,12 +41,11 @@ from clipcli.batch import OutputNames
 from clipcli.errors import BadInputError
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
 from clipcli.models import load_clip, resolve_device
+from clipcli.models.normalize import clip_normalize, clip_stats
 from clipcli.pipelines.sketch_augment import augment, random_augmentations
 from clipcli.pipelines.sketch_init import (
     EDGE_STARTS,
     FALLBACK_NOTICES,
-    clip_normalize,
-    clip_stats,
     grabcut_mask,
     initial_strokes,
     saliency_map,

@@ -27,7 +27,7 @@ from clip.model import VisionTransformer
 from scipy.ndimage import gaussian_filter
 
 from clipcli.errors import BadInputError
-from clipcli.models.frames import CLIP_MEAN, CLIP_STD
+from clipcli.models.normalize import clip_normalize
 
 SOFTMAX_TEMPERATURE = 0.3
 WALK_RADIUS = 0.05  # random-walk step range, as a fraction of the canvas (+-5.6 px per step at 224)
@@ -38,22 +38,6 @@ FALLBACK_NOTICES = {
     SALIENCY_STARTS: "too few edge pixels to start {strokes} strokes from; sampling them from the saliency map alone",
     UNIFORM_STARTS: "too few edge pixels to start {strokes} strokes from; sampling them uniformly over the image",
 }
-
-
-def clip_stats(dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """CLIP's per-channel mean and std as `[3,1,1]` tensors."""
-    mean = torch.tensor(CLIP_MEAN, dtype=dtype, device=device).view(3, 1, 1)
-    return mean, torch.tensor(CLIP_STD, dtype=dtype, device=device).view(3, 1, 1)
-
-
-def clip_normalize(images: torch.Tensor, stats: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
-    """`[..., 3, H, W]` in [0, 1] -> CLIP's per-channel standardisation.
-
-    `stats` are `clip_stats` made ahead on the images' device, as a CUDA graph
-    capture needs: it allows no host-to-device copy.
-    """
-    mean, std = clip_stats(images.dtype, images.device) if stats is None else stats
-    return (images - mean) / std
 
 
 def saliency_map(image: torch.Tensor, model) -> torch.Tensor:

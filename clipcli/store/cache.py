@@ -7,6 +7,7 @@ be written (read-only, full) only costs recomputing next time.
 
 from __future__ import annotations
 
+import os
 import time
 import zipfile
 import zlib
@@ -20,6 +21,12 @@ from clipcli.store.atomic import atomic_path
 T = TypeVar("T")
 STRAY_TEMP_AGE_S = 600  # a temp file this old was left by a writer that died: no write takes this long
 _DAMAGE = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error)
+
+
+def cache_folder(*parts: str) -> Path:
+    """clipcli's cache folder `$XDG_CACHE_HOME/clipcli/<parts>` (`~/.cache` when the variable is unset or empty)."""
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path("~/.cache").expanduser())
+    return base.joinpath("clipcli", *parts)
 
 
 def read_cache(path: Path, read: Callable[[Path], T]) -> T | None:
