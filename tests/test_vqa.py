@@ -144,6 +144,29 @@ def test_scores_are_the_softmax_of_scaled_cosines(tiny_vit_path):
     torch.testing.assert_close(probabilities, expected, rtol=1e-4, atol=1e-5)
 
 
+def test_run_ranks_each_image_by_score_answers_the_tested_scoring_function(tmp_path, tiny_vit_path, monkeypatch):
+    images = [tmp_path / f"street{seed}.png" for seed in (5, 6)]
+    for seed, path in zip((5, 6), images, strict=True):
+        write_image(path, draw_shapes_image((90, 120), seed=seed))
+    score_answers, scored = vqa.score_answers, []
+
+    def recording_score_answers(*args, **kwargs):
+        scored.append(score_answers(*args, **kwargs))
+        return scored[-1]
+
+    monkeypatch.setattr(vqa, "score_answers", recording_score_answers)
+    report = vqa.run(images, "What colour is the car?", answers="red,blue,green", model_name=str(tiny_vit_path),
+                     device="cpu")  # fmt: skip
+
+    assert len(scored) == 2
+    for result, (_, statements, probabilities) in zip(report["per_image"], scored, strict=True):
+        expected = sorted(
+            zip(probabilities[0].tolist(), ["red", "blue", "green"], statements, strict=True), reverse=True
+        )
+        assert [(item["answer"], item["statement"]) for item in result["top"]] == [(a, s) for _, a, s in expected]
+        assert [item["probability"] for item in result["top"]] == [round(p, 6) for p, _, _ in expected]
+
+
 def test_statement_embeddings_are_cached_on_disk(tiny_vit_path, monkeypatch):
     model, _ = load_clip(tiny_vit_path, device="cpu")
     texts = ["the car is red", "the car is blue"]

@@ -383,14 +383,11 @@ def run(
     source, candidates = resolve_answers(answers, rewrite)
     model, preprocess = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
     model_id = file_sha256(resolve_weights(model_name))
-    statements = [rewrite.statement(answer) for answer in candidates]
-    text = text_embeddings(model, statements, model_id)
-    scale = float(model.logit_scale.detach().exp())
 
     def process(image: Path) -> dict:
-        features = encode_images(model, preprocess, [load_image(image)])
-        probabilities = answer_probabilities(features, text, scale)[0].cpu()
-        values, order = probabilities.topk(min(top_k, len(candidates)))
+        pixels = [load_image(image)]
+        _, statements, probabilities = score_answers(model, preprocess, pixels, question, candidates, model_id=model_id)
+        values, order = probabilities[0].cpu().topk(min(top_k, len(candidates)))
         top = [{"answer": candidates[i], "probability": round(float(p), 6), "statement": statements[i]}
                for p, i in zip(values.tolist(), order.tolist(), strict=True)]  # fmt: skip
         return {"answer": top[0]["answer"], "top": top}
