@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
+import torch
 
 from clipcli.store.ann import available as faiss_available
 
@@ -58,13 +59,15 @@ def test_every_benchmark_runs_at_tiny_size_and_prints_its_rows_with_positive_rat
     assert any("_per_s" in key or key.endswith(("_s", "_ms")) for row in rows for key in numbers(row))
 
 
-def test_tiny_clip_keeps_the_released_input_resolution_and_embedding_width():
+def test_tiny_clip_keeps_the_released_input_resolution_embedding_width_and_layer4_ratio():
     for name in ("RN50", "RN101", "ViT-B/16"):
-        embed, resolution, *_ = bench.ARCHITECTURES[name]
-        full_layer4, tiny = 2048, bench.random_clip(name, bench.torch.device("cpu"), tiny=True)
+        embed, resolution, _, width, patch, *_ = bench.ARCHITECTURES[name]
+        tiny = bench.random_clip(name, torch.device("cpu"), tiny=True)
 
         assert tiny.visual.input_resolution == resolution
-        assert tiny.text_projection.shape[1] == (embed if "ViT" in name else embed * 8 // 64)
-        assert sum(p.numel() for p in tiny.parameters()) < 20_000_000
-        if "RN" in name:  # layer4's width over the embedding is that of the released model (DepthCLIP needs it)
-            assert tiny.visual.layer4[-1].conv3.out_channels / tiny.text_projection.shape[1] == full_layer4 / embed
+        assert sum(parameter.numel() for parameter in tiny.parameters()) < 20_000_000
+        if patch:
+            assert tiny.text_projection.shape[1] == embed and tiny.visual.conv1.kernel_size == (patch, patch)
+        else:  # layer4's width over the embedding is the released model's (DepthCLIP relies on it)
+            tiny_embed = tiny.text_projection.shape[1]
+            assert tiny.visual.layer4[-1].conv3.out_channels / tiny_embed == width * 32 / embed
