@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import multiprocessing
 import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -412,3 +414,11 @@ def test_bad_point_tensors_are_refused():
     with pytest.raises(BadInputError, match="beyond 1e"):
         project_v1(sphere * 1e31)
     assert torch.equal(project_v2(sphere * 1e29), project_v2(sphere * 1e29 * 2.0))  # still fine, and exact
+
+
+def test_v2_compiled_loops_load_without_the_torch_projection_module():
+    """The two renderers share constants, not each other: no import cycle."""
+    code = "import sys, clipcli.render.v2_cpu; print('clipcli.render.projection' in sys.modules)"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert child.returncode == 0, child.stderr
+    assert child.stdout.strip() == "False"

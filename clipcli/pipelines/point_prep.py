@@ -26,7 +26,7 @@ import torch
 
 from clipcli.defaults import FPS_POOL_MULTIPLE
 from clipcli.errors import BadInputError
-from clipcli.render.projection import MAX_COORDINATE, V2_MIN_EXTENT
+from clipcli.render.v2_params import MAX_COORDINATE, V2_MIN_EXTENT
 
 SAMPLINGS = ("fps", "random", "first")
 UP_AXES = ("y", "z")

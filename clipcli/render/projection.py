@@ -25,6 +25,19 @@ import torch
 import torch.nn.functional as F
 
 from clipcli.errors import BadInputError
+from clipcli.render.v2_params import (
+    MAX_COORDINATE,
+    V2_DEPTH,
+    V2_DEPTH_BIAS,
+    V2_IMAGE,
+    V2_MARGIN,
+    V2_MIN_EXTENT,
+    V2_OBJECT_RATIO,
+    V2_POOL,
+    V2_RESOLUTION,
+    V2_SMOOTH_SIGMA,
+    V2_SMOOTH_SIZE,
+)
 
 PI = np.pi
 
@@ -63,28 +76,16 @@ V1_VIEWS = {
 }
 V1_EPSILON = 1e-12  # added to z before dividing, as the official code does
 
-# PointCLIP V2 realistic projection (zeroshot_cls/trainers/mv_utils_zs.py `params`).
-V2_RESOLUTION = 112
-V2_DEPTH = 8
-V2_OBJECT_RATIO = 0.8
-V2_DEPTH_BIAS = 0.2
-V2_POOL = 7  # max-pool kernel (xy), stride 1, padding 2: 112 -> 110
-V2_POOL_PADDING = 2
-V2_SMOOTH_SIZE = 3  # Gaussian conv kernel (xy), padding 1
-V2_SMOOTH_SIGMA = 3.0
-V2_IMAGE = V2_RESOLUTION + 2 * V2_POOL_PADDING - V2_POOL + 1  # 110
+# PointCLIP V2's views (zeroshot_cls/trainers/mv_utils_zs.py); its other constants are in v2_params.py.
 V2_ANGLES = tuple((a, 0.0, PI / 2) for a in (PI / 4, 3 * PI / 4, 5 * PI / 4, 7 * PI / 4)) + _SIDES + _TOP_BOTTOM
 # A second, small rotation about y "to reveal more surface": 20 degrees, 12 for top and bottom.
 V2_BIAS_ANGLES = ((0.0, PI / 9, 0.0),) * 8 + ((0.0, PI / 15, 0.0),) * 2
 # Azimuths about the up (y) axis; the small bias rotation is left out of the names.
 V2_VIEW_NAMES = ("az 45", "az 135", "az 225", "az 315", "az 0", "az 90", "az 180", "az 270", "top", "bottom")
 V2_NUM_VIEWS = len(V2_ANGLES)
-V2_MARGIN = 4  # empty cells kept around a view's voxels: the pooling reaches 3 cells, the smoothing 1 more
 V2_LANES = 8  # views side by side in one image pass (the torch path): a full vector of lanes
 V2_PASS_CELLS_CPU, V2_PASS_CELLS_CUDA = 1 << 21, 1 << 26  # cells per image pass of the torch path
 V2_VOXEL_POINTS_CPU, V2_VOXEL_POINTS_CUDA = 1 << 16, 1 << 18  # points rotated at a time (whole clouds)
-# Inputs both paths can normalise exactly: rotations stay finite, and every view's half extent is a normal float.
-MAX_COORDINATE, V2_MIN_EXTENT = 1e30, 1e-30
 NO_EXTENT = "a cloud has no extent: all of its points coincide"
 # Per thread, kept from call to call (fresh big buffers page-fault every time): V2's rotated views on a CPU.
 _CPU_SCRATCH = threading.local()

@@ -21,7 +21,7 @@ import numpy as np
 from numba import types
 from numba.extending import intrinsic
 
-from clipcli.render.projection import (
+from clipcli.render.v2_params import (
     V2_DEPTH,
     V2_DEPTH_BIAS,
     V2_IMAGE,
