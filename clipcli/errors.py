@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_BAD_INPUT = 2
 EXIT_WEIGHTS = 3

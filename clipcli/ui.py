@@ -31,10 +31,6 @@ def set_quiet(quiet: bool) -> None:
     _quiet = quiet
 
 
-def is_quiet() -> bool:
-    return _quiet
-
-
 def write_file_names_as_stored() -> None:
     """Let stdout and stderr print any file name, valid in their encoding or not.
 

@@ -48,8 +48,3 @@ def resolve_device(spec: str | torch.device = "auto", *, announce: bool = True) 
     if device.index is not None and device.index >= count:
         raise BadInputError(f"--device {spec}: only {count} CUDA device(s) present (cuda:0..cuda:{count - 1})")
     return device
-
-
-def model_dtype(device: torch.device) -> torch.dtype:
-    """The dtype `clip` leaves a model in on `device`."""
-    return torch.float16 if device.type == "cuda" else torch.float32

@@ -51,7 +51,6 @@ SLOT = "{answer}"
 ANSWER_SETS = ("yesno", "colors", "counts", "objects")
 SET_FOR_KIND = {"yesno": "yesno", "color": "colors", "count": "counts"}  # every other kind: objects
 YES, NO = "yes", "no"
-PAPER_ACCURACY = "TAP-C-level zero-shot CLIP answer ranking reaches roughly 39% on VQAv2"
 
 BE = {"is", "are", "was", "were"}
 DO = {"do", "does", "did"}
