@@ -675,11 +675,39 @@ def large_cloud_cost(size: int, points: int = 1024) -> dict:
     }
 
 
+def write_binary_stl(path: Path, faces: int, seed: int = 0) -> Path:
+    """`faces` random triangles on a unit sphere's shell as binary STL (normal, three corners, attribute count each)."""
+    corners = np.random.default_rng(seed).standard_normal((faces, 3, 3)).astype(np.float32)
+    corners /= np.linalg.norm(corners, axis=2, keepdims=True)
+    records = np.zeros(faces, dtype=[("normal", "<f4", 3), ("corners", "<f4", (3, 3)), ("attribute", "<u2")])
+    records["corners"] = corners
+    with open(path, "wb") as handle:
+        handle.write(b"clipcli bench mesh".ljust(80, b" ") + np.uint32(faces).tobytes() + records.tobytes())
+    return path
+
+
+def large_mesh_cost(faces: int) -> dict:
+    """Seconds to read a `faces`-triangle binary STL and sample its surface as point-classify does (best of 3)."""
+    from clipcli.pipelines.point import MESH_SAMPLES, read_clouds
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = write_binary_stl(Path(folder) / "part.stl", faces)
+        seconds = min(_seconds_once(lambda: read_clouds(path)) for _ in range(3))
+    return {
+        "bench": "point-large-mesh",
+        "device": "cpu",
+        "faces_in_file": faces,
+        "points": MESH_SAMPLES,
+        "load_s": round(seconds, 3),
+    }
+
+
 def bench_point(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """PointCLIP: projection clouds/s, end to end on ViT-B/16, and one large PLY read and prepared.
 
     Projection runs V1/V2 at 1024 and 16k points (CPU, and the device); the
-    large cloud has --cloud-points points (10 million by default), on the CPU.
+    large cloud has --cloud-points points (10 million by default), the large
+    mesh is a 1-million-triangle binary STL, both read on the CPU.
     """
     from clipcli.pipelines.point import ZeroShotClassifier, load_label_set
     from clipcli.pipelines.point_prep import CloudOptions, prepare_clouds
@@ -740,6 +768,7 @@ def bench_point(args: argparse.Namespace, device: torch.device) -> list[dict]:
                 }
             )
     results.append(large_cloud_cost(args.cloud_points))
+    results.append(large_mesh_cost(sized(args, 1_000_000, 1000)))
     return results
 
 

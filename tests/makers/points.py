@@ -302,3 +302,42 @@ def _obj_corner(index: int, style: str) -> str:
     return {"v": f"{index}", "v/vt": f"{index}/{index}", "v//vn": f"{index}//{index}"}.get(
         style, f"{index}/{index}/{index}"
     )
+
+
+# --- STL, GLB/glTF and 3MF (written with trimesh's exporters) -----------------------------------
+
+
+def write_stl(path: str | Path, vertices: np.ndarray, triangles: np.ndarray, binary: bool = True) -> Path:
+    """An STL of a triangle mesh, binary or ascii ('solid ... endsolid')."""
+    data = _trimesh(vertices, triangles).export(file_type="stl" if binary else "stl_ascii")
+    with atomic_write(path, "wb") as handle:
+        handle.write(data if isinstance(data, bytes) else data.encode("ascii"))
+    return Path(path)
+
+
+def write_scene(
+    path: str | Path, vertices: np.ndarray, triangles: np.ndarray, transforms: Sequence[np.ndarray]
+) -> Path:
+    """A GLB, glTF or 3MF (by `path`'s extension) with one node per 4x4 transform, each an instance of the mesh.
+
+    A .gltf keeps its binary buffer in a file beside it, as exporters write it.
+    """
+    import trimesh
+
+    scene = trimesh.Scene()
+    for index, transform in enumerate(transforms):
+        scene.add_geometry(_trimesh(vertices, triangles), node_name=f"part{index}", transform=transform)
+    file_type = Path(path).suffix.lower().lstrip(".")
+    exported = scene.export(file_type=file_type)
+    files = exported if isinstance(exported, dict) else {Path(path).name: exported}
+    for name, data in files.items():
+        name = Path(path).name if name.endswith(".gltf") else name  # trimesh names the glTF model.gltf
+        with atomic_write(Path(path).parent / name, "wb") as handle:
+            handle.write(data)
+    return Path(path)
+
+
+def _trimesh(vertices: np.ndarray, triangles: np.ndarray):
+    import trimesh
+
+    return trimesh.Trimesh(np.asarray(vertices, dtype=np.float64), np.asarray(triangles), process=False)
