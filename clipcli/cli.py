@@ -22,6 +22,27 @@ from clipcli.batch import expand_inputs, raise_for_failures
 from clipcli.cli_support import Common, command, print_json
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT, FPS_POOL_MULTIPLE
 from clipcli.errors import EXIT_BAD_INPUT, BadInputError
+from clipcli.options import (
+    Animation,
+    AnnMode,
+    Colormap,
+    Dtype,
+    FeatureLayout,
+    FrameSampling,
+    OutputFolder,
+    Overwrite,
+    Projection,
+    Subsample,
+    TopK,
+    TrustCheckpoint,
+    UpAxis,
+    Workers,
+    batch_size_option,
+    frames_option,
+    labels_option,
+    model_option,
+    out_option,
+)
 
 if TYPE_CHECKING:
     from clipcli.pipelines.depth import DepthSettings
@@ -39,21 +60,6 @@ models_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(models_app, name="models")
-
-
-TrustCheckpoint = Annotated[
-    bool,
-    typer.Option(
-        "--trust-checkpoint",
-        help="Load checkpoints that run code when loaded: pickles holding objects, TorchScript files that are "
-        "no known release. models import --trust-checkpoint stores such a file's tensors only.",
-    ),
-]
-OUTPUT_NAMING = (
-    "files are named after each input without its extension; inputs that would write the same file name are refused"
-)
-OutputFolder = Annotated[Path, typer.Option("--out", help=f"Output folder: {OUTPUT_NAMING}.")]
-Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")]
 
 
 def _version(value: bool) -> None:
@@ -177,9 +183,7 @@ NAME_depth.png (16-bit millimetres) and NAME_depth_color.png (with a legend).
 """
 
 
-DepthModel = Annotated[
-    str, typer.Option("--model", help="A ResNet CLIP whose layer4 is 2x its embedding width (RN50).")
-]
+DepthModel = Annotated[str, model_option("; a ResNet whose layer4 is 2x its embedding width (RN50)")]
 DepthBins = Annotated[
     str | None, typer.Option("--bins", help="Comma-separated metres, or preset:default / preset:bathroom.")
 ]
@@ -209,9 +213,7 @@ def depth(
     size: Annotated[
         str, typer.Option("--size", help="auto (about 416x544 pixels, aspect kept), native (padded), or HxW.")
     ] = "auto",
-    colormap: Annotated[
-        str, typer.Option("--colormap", help="magma, inferno, plasma, viridis, turbo, jet, bone.")
-    ] = "magma",
+    colormap: Annotated[Colormap, typer.Option("--colormap", help="Colours of NAME_depth_color.png.")] = Colormap.MAGMA,
     out: OutputFolder = Path("."),
     overwrite: Overwrite = False,
     trust_checkpoint: TrustCheckpoint = False,
@@ -351,13 +353,11 @@ def _audio_tag_tables(report: dict) -> list[Table]:
 @command(app, "audio-tag", help=AUDIO_TAG_HELP)
 def audio_tag(
     audio: Annotated[list[str], typer.Argument(help="Audio files, folders or globs (wav, flac, mp3, m4a, ...).")],
-    labels: Annotated[
-        str, typer.Option("--labels", help='esc50 (50 classes), us8k (10), a file (one per line), or "a,b,c".')
-    ] = "esc50",
+    labels: Annotated[str, labels_option("esc50 (50 classes), us8k (10)")] = "esc50",
     checkpoint: Annotated[
         str, typer.Option("--checkpoint", help="audioclip-full, audioclip-partial, an imported name or a file.")
     ] = AUDIOCLIP_CHECKPOINT,
-    top_k: Annotated[int, typer.Option("--top-k", help="Labels, images and texts to show per audio.")] = 5,
+    top_k: TopK = 5,
     multilabel: Annotated[
         bool, typer.Option("--multilabel", help="Independent sigmoid(cos - 0.5) per label instead of softmax.")
     ] = False,
@@ -370,7 +370,7 @@ def audio_tag(
     raw_scale: Annotated[
         bool, typer.Option("--raw-scale", help="Feed samples in [-1, 1], not the int16 scale the model expects.")
     ] = False,
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Audio windows per forward pass.")] = 16,
+    batch_size: Annotated[int, batch_size_option("Audio windows")] = 16,
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -428,15 +428,11 @@ embeddings of a label set are cached per model under ~/.cache/clipcli/.
 def classify_action(
     videos: Annotated[list[str], typer.Argument(help="Videos, folders or globs.")],
     labels: Annotated[
-        str, typer.Option("--labels", help="kinetics400, ucf101, hmdb51, a label file, or a comma list.")
+        str, labels_option("kinetics400, ucf101, hmdb51", "a file (one label per line, or the official id,name CSV)")
     ] = "kinetics400",
-    frames: Annotated[
-        int | None, typer.Option("--frames", help="Frames per clip (default 8, or what the checkpoint fixes).")
-    ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Labels to report per video or window.")] = 5,
-    model: Annotated[
-        str | None, typer.Option("--model", help="CLIP for zero-shot: a name or file (default ViT-B/32).")
-    ] = None,
+    frames: Annotated[int | None, frames_option("(default 8, or what the checkpoint fixes)")] = None,
+    top_k: TopK = 5,
+    model: Annotated[str | None, model_option(", for zero-shot (default ViT-B/32)")] = None,
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="An ActionCLIP checkpoint (model_best.pt / last_model.pt).")
     ] = None,
@@ -447,7 +443,7 @@ def classify_action(
         float | None, typer.Option("--stride", help="Seconds between window starts (default: --window).")
     ] = None,
     plot: Annotated[bool, typer.Option("--plot", help="With --window: write OUT/NAME_actions.png timelines.")] = False,
-    out: Annotated[Path, typer.Option("--out", help=f"Folder for --plot pictures: {OUTPUT_NAMING}.")] = Path("."),
+    out: Annotated[Path, out_option("Folder for --plot pictures")] = Path("."),
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -537,7 +533,7 @@ def sketch(
     mask: Annotated[
         str, typer.Option("--mask", help="none, auto (GrabCut), or a mask image (white = object) or folder of NAME.*.")
     ] = "none",
-    model: Annotated[str, typer.Option("--model", help="CLIP ResNet for the loss.")] = "RN101",
+    model: Annotated[str, model_option("; a ResNet, for the loss")] = "RN101",
     saliency_model: Annotated[
         str, typer.Option("--saliency-model", help="CLIP ViT for the saliency map.")
     ] = "ViT-B/32",
@@ -560,7 +556,9 @@ def sketch(
             help="On CUDA, replay the ResNet passes of a step as CUDA graphs (same arithmetic, fewer launches).",
         ),
     ] = True,
-    animate: Annotated[str | None, typer.Option("--animate", help="gif or mp4 of the optimisation.")] = None,
+    animate: Annotated[
+        Animation | None, typer.Option("--animate", help="Also write the optimisation as a GIF or MP4.")
+    ] = None,
     size: Annotated[int, typer.Option("--size", help="PNG (and animation) side in pixels.")] = 448,
     out: OutputFolder = Path("."),
     seed: Annotated[int, typer.Option("--seed", help="First seed; the others are +1000, +2000, ...")] = 0,
@@ -661,9 +659,9 @@ def retrieve(
     items: Annotated[
         list[str], typer.Argument(metavar="FOLDER... QUERY", help="Folders or videos, then the text query.")
     ],
-    top_k: Annotated[int, typer.Option("--top-k", "-k", help="Videos to return.")] = 10,
-    frames: Annotated[int, typer.Option("--frames", help="Frames per video (CLIP4Clip's max_frames).")] = 12,
-    model: Annotated[str, typer.Option("--model", help="CLIP for zero-shot meanP: a name or file.")] = "ViT-B/32",
+    top_k: TopK = 10,
+    frames: Annotated[int, frames_option("(CLIP4Clip's max_frames)")] = 12,
+    model: Annotated[str, model_option(", for zero-shot meanP (ignored with --checkpoint)")] = "ViT-B/32",
     checkpoint: Annotated[
         Path | None, typer.Option("--checkpoint", help="A CLIP4Clip pytorch_model.bin.N (meanP/seqLSTM/seqTransf).")
     ] = None,
@@ -680,9 +678,11 @@ def retrieve(
     null: Annotated[
         bool, typer.Option("--null", "-0", help="Paths only, each ended by a NUL byte, for xargs -0 (as find -print0).")
     ] = False,
-    sampling: Annotated[str, typer.Option("--sampling", help="uniform or fps (CLIP4Clip's loader).")] = "uniform",
+    sampling: Annotated[
+        FrameSampling, typer.Option("--sampling", help="Frames spread evenly, or CLIP4Clip's 1 frame per second.")
+    ] = FrameSampling.UNIFORM,
     fast: Annotated[bool, typer.Option("--fast", help="Keyframes near uniform times (approximate).")] = False,
-    ann: Annotated[str, typer.Option("--ann", help=ANN_HELP)] = "auto",
+    ann: Annotated[AnnMode, typer.Option("--ann", help=ANN_HELP)] = AnnMode.AUTO,
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -695,7 +695,7 @@ def retrieve(
         items, query = items[:-1], items[-1]
     else:
         query = None
-    if fast and sampling != "uniform":
+    if fast and sampling != FrameSampling.UNIFORM:
         raise BadInputError("--fast replaces uniform sampling; it cannot be combined with --sampling fps")
     if null and common.json:
         raise BadInputError("--null prints paths only; it cannot be combined with --json")
@@ -751,11 +751,17 @@ def _retrieve_table(hits: list, segments: bool) -> Table:
 def retrieve_eval(
     csv_file: Annotated[Path, typer.Argument(metavar="CSV", help="video_id,sentence rows (MSR-VTT style).")],
     videos: Annotated[Path, typer.Argument(metavar="VIDEOS_DIR", help="Folder holding VIDEO_ID.mp4 (any video type).")],
-    frames: Annotated[int, typer.Option("--frames")] = 12,
-    model: Annotated[str, typer.Option("--model")] = "ViT-B/32",
-    checkpoint: Annotated[Path | None, typer.Option("--checkpoint")] = None,
-    index: Annotated[Path | None, typer.Option("--index")] = None,
-    sampling: Annotated[str, typer.Option("--sampling", help="uniform or fps (CLIP4Clip's loader).")] = "uniform",
+    frames: Annotated[int, frames_option("(CLIP4Clip's max_frames)")] = 12,
+    model: Annotated[str, model_option(", for zero-shot meanP (ignored with --checkpoint)")] = "ViT-B/32",
+    checkpoint: Annotated[
+        Path | None, typer.Option("--checkpoint", help="A CLIP4Clip pytorch_model.bin.N (meanP/seqLSTM/seqTransf).")
+    ] = None,
+    index: Annotated[
+        Path | None, typer.Option("--index", help="Index folder (default: one for VIDEOS_DIR), reused by retrieve.")
+    ] = None,
+    sampling: Annotated[
+        FrameSampling, typer.Option("--sampling", help="Frames spread evenly, or CLIP4Clip's 1 frame per second.")
+    ] = FrameSampling.UNIFORM,
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -827,17 +833,14 @@ unless --overwrite; unreadable images are reported and skipped (exit 4).
 @command(app, "features", help=FEATURES_HELP)
 def features(
     images: Annotated[list[str], typer.Argument(help="Images, folders or globs.")],
-    model: Annotated[str, typer.Option("--model", help="RN50, RN101, RN50x4, ViT-B/32, ... or a file.")] = "RN50",
-    layout: Annotated[str, typer.Option("--layout", help="vqa (600x1000 grid), caption (448), or pooled.")] = "vqa",
+    model: Annotated[str, model_option()] = "RN50",
+    layout: Annotated[
+        FeatureLayout, typer.Option("--layout", help="vqa (600x1000 grid), caption (448), or pooled.")
+    ] = FeatureLayout.VQA,
     out: OutputFolder = Path("."),
-    batch_size: Annotated[int, typer.Option("--batch-size", help="Images per forward pass.")] = 8,
-    dtype: Annotated[
-        str | None, typer.Option("--dtype", help="float16 or float32 (default: float16 for vqa, else float32).")
-    ] = None,
-    workers: Annotated[
-        int | None,
-        typer.Option("--workers", help="Threads decoding and resizing ahead (default: CPU count, at most 8)."),
-    ] = None,
+    batch_size: Annotated[int, batch_size_option("Images")] = 8,
+    dtype: Annotated[Dtype | None, typer.Option("--dtype", help="Default: float16 for vqa, else float32.")] = None,
+    workers: Workers = None,
     overwrite: Overwrite = False,
     trust_checkpoint: TrustCheckpoint = False,
     *,
@@ -902,8 +905,8 @@ def vqa(
     answers: Annotated[
         str | None, typer.Option("--answers", help="yesno, colors, counts, objects, a file, or a comma list.")
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Answers to report per image.")] = 5,
-    model: Annotated[str, typer.Option("--model", help="A CLIP name or file.")] = "ViT-B/16",
+    top_k: TopK = 5,
+    model: Annotated[str, model_option()] = "ViT-B/16",
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -952,9 +955,9 @@ projection: 112x112x8 voxel grid, 7x7 max-pool, 3x3 Gaussian, max over depth,
 inverted; --projection v1: 6 perspective depth maps, harmonic mean per pixel),
 each view goes through CLIP, and the weighted, normalised view features are
 matched with the class prompts (scale 100 for V2, CLIP's logit scale for V1).
-Inputs: .ply .pcd .xyz .txt .csv .npy .npz .off .obj .stl .glb .gltf .3mf
-(meshes are sampled on their surface, scenes placed by their transforms) and
-ModelNet40/ScanObjectNN HDF5 files (every shape, or --h5-index N).
+Inputs: .ply .pcd .xyz .txt .csv .npy .npz .off .obj (meshes are sampled on
+their surface) and ModelNet40/ScanObjectNN HDF5 files (every shape, or
+--h5-index N).
 
 Differences from the official code, which reads PointNet HDF5 sets that are
 already y-up and in the unit sphere and keeps their first 1024 points: user
@@ -976,6 +979,10 @@ _FPS_HELP = (
 )
 
 
+PROJECTION_HELP = "v2 (PointCLIP V2's realistic projection) or v1 (PointCLIP's depth maps)."
+POINT_MODEL_DEFAULTS = " (default ViT-B/16 for v2, RN50 for v1)"
+
+
 def _point_options(points: int, sampling: str, normalize: bool, up_axis: str, seed: int):
     from clipcli.pipelines import point_prep
 
@@ -985,15 +992,11 @@ def _point_options(points: int, sampling: str, normalize: bool, up_axis: str, se
 @command(app, "point-classify", help=POINT_HELP)
 def point_classify(
     clouds: Annotated[list[str], typer.Argument(help="Point clouds, meshes, HDF5 sets, folders or globs.")],
-    labels: Annotated[
-        str, typer.Option("--labels", help="modelnet40, scanobjectnn, a file (one label per line), or 'a,b,c'.")
-    ] = "modelnet40",
-    projection: Annotated[str, typer.Option("--projection", help="v2 (PointCLIP V2) or v1 (PointCLIP).")] = "v2",
-    model: Annotated[
-        str | None, typer.Option("--model", help="CLIP name or file (default ViT-B/16 for v2, RN50 for v1).")
-    ] = None,
+    labels: Annotated[str, labels_option("modelnet40, scanobjectnn")] = "modelnet40",
+    projection: Annotated[Projection, typer.Option("--projection", help=PROJECTION_HELP)] = Projection.V2,
+    model: Annotated[str | None, model_option(POINT_MODEL_DEFAULTS)] = None,
     points: Annotated[int, typer.Option("--points", help="Points per cloud after sampling.")] = 1024,
-    sampling: Annotated[str, typer.Option("--sampling", help=f"{_FPS_HELP}, random, or first.")] = "fps",
+    sampling: Annotated[Subsample, typer.Option("--sampling", help=f"{_FPS_HELP}, random, or first.")] = Subsample.FPS,
     no_normalize: Annotated[
         bool, typer.Option("--no-normalize", help="Keep the cloud's own centre and scale.")
     ] = False,
@@ -1003,11 +1006,13 @@ def point_classify(
     prompts: Annotated[
         str, typer.Option("--prompts", help="template, paper, paper:BACKBONE, or a sentence with {} for the label.")
     ] = "template",
-    up_axis: Annotated[str, typer.Option("--up-axis", help="The cloud's up axis: y (official) or z.")] = "y",
-    top_k: Annotated[int, typer.Option("--top-k", help="Labels to report per cloud.")] = 5,
+    up_axis: Annotated[
+        UpAxis, typer.Option("--up-axis", help="The cloud's up axis (y: the official sets).")
+    ] = UpAxis.Y,
+    top_k: TopK = 5,
     h5_index: Annotated[int | None, typer.Option("--h5-index", help="Only this shape of each HDF5 file.")] = None,
     save_views: Annotated[bool, typer.Option("--save-views", help="Write the projected views as a PNG grid.")] = False,
-    out: Annotated[Path, typer.Option("--out", help=f"Folder for --save-views pictures: {OUTPUT_NAMING}.")] = Path("."),
+    out: Annotated[Path, out_option("Folder for --save-views pictures")] = Path("."),
     seed: Annotated[int, typer.Option("--seed", help="Seed for sampling.")] = 0,
     trust_checkpoint: TrustCheckpoint = False,
     *,
@@ -1059,10 +1064,10 @@ def _point_table(results: list[dict], projection: str) -> Table:
 def point_eval(
     sets: Annotated[list[str], typer.Argument(help="HDF5 test files (e.g. ply_data_test0.h5 ply_data_test1.h5).")],
     labels: Annotated[
-        str, typer.Option("--labels", help="modelnet40, scanobjectnn, or a file: the names of label 0, 1, ...")
+        str, labels_option("modelnet40, scanobjectnn", "a file (line N names label N of the sets)")
     ] = "modelnet40",
-    projection: Annotated[str, typer.Option("--projection", help="v2 or v1.")] = "v2",
-    model: Annotated[str | None, typer.Option("--model", help="CLIP name or file (default ViT-B/16 / RN50).")] = None,
+    projection: Annotated[Projection, typer.Option("--projection", help=PROJECTION_HELP)] = Projection.V2,
+    model: Annotated[str | None, model_option(POINT_MODEL_DEFAULTS)] = None,
     view_weights: Annotated[
         str, typer.Option("--view-weights", help="uniform, paper, paper:BACKBONE, or W1,...")
     ] = "uniform",
@@ -1070,9 +1075,11 @@ def point_eval(
         str, typer.Option("--prompts", help="template, paper, paper:BACKBONE, or a {} sentence.")
     ] = "template",
     points: Annotated[int, typer.Option("--points", help="Points per shape.")] = 1024,
-    sampling: Annotated[str, typer.Option("--sampling", help=f"first (official), {_FPS_HELP}, or random.")] = "first",
+    sampling: Annotated[
+        Subsample, typer.Option("--sampling", help=f"first (official), {_FPS_HELP}, or random.")
+    ] = Subsample.FIRST,
     normalize: Annotated[bool, typer.Option("--normalize", help="Re-centre and re-scale each shape.")] = False,
-    up_axis: Annotated[str, typer.Option("--up-axis", help="y (the PointNet sets) or z.")] = "y",
+    up_axis: Annotated[UpAxis, typer.Option("--up-axis", help="The sets' up axis (y: the PointNet sets).")] = UpAxis.Y,
     seed: Annotated[int, typer.Option("--seed")] = 0,
     trust_checkpoint: TrustCheckpoint = False,
     *,

@@ -468,7 +468,6 @@ def test_cli_single_bad_file_and_bad_options_exit_2(audioclip_file, tmp_path):
         ([str(good), "--labels", "dog", *ckpt], "at least two labels"),
         ([str(good), "--template", "a sound", *ckpt], "exactly one {}"),
         ([str(good), "--window", "0", *ckpt], "--window 0.0"),
-        ([str(good), "--top-k", "0", *ckpt], "--top-k 0"),
         ([str(good), "--images", str(good), *ckpt], "--images needs a folder"),
         ([str(good), "--checkpoint", str(good), "--device", "cpu"], "not a PyTorch checkpoint"),
     ):

@@ -13,10 +13,11 @@ import pytest
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from clipcli import __version__
+from clipcli import __version__, options
 from clipcli.cli import app
 from clipcli.models import weights
 from clipcli.models.weights import KnownWeights
+from clipcli.options import MODEL_HELP
 
 runner = CliRunner()
 
@@ -194,3 +195,81 @@ def test_bench_startup_times_each_call_in_a_fresh_process(capsys):
     assert all(row["bench"] == "startup" and row["repeats"] == 1 for row in rows)
     assert all(0 < row["best_s"] < 60 for row in rows)
     assert [row["target_s"] for row in rows] == [0.3, 0.3, None, 0.5]
+
+
+def _options_named(flag: str) -> dict[str, object]:
+    """Each command's parameter declared as `flag`, by command path."""
+    found = {}
+    for name, command in get_command(app).commands.items():
+        for sub_name, sub in (getattr(command, "commands", None) or {name: command}).items():
+            path = name if sub is command else f"{name} {sub_name}"
+            found.update((path, param) for param in sub.params if flag in param.opts)
+    return found
+
+
+def test_model_top_k_and_frames_are_worded_alike_in_every_command():
+    models = _options_named("--model")
+    assert len(models) == 10 and all(param.help.startswith(MODEL_HELP) for param in models.values())
+    top_k = _options_named("--top-k")
+    assert set(top_k) == {"audio-tag", "classify-action", "retrieve", "vqa", "point-classify"}
+    assert len({param.help for param in top_k.values()}) == 1 and all("-k" in p.opts for p in top_k.values())
+    assert len({param.help.split(" (")[0] for param in _options_named("--frames").values()}) == 1
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["retrieve", "folder", "query", "--top-k", "0"],
+        ["vqa", "a.jpg", "what?", "-k", "0"],
+        ["audio-tag", "a.wav", "--top-k", "-1"],
+        ["classify-action", "a.mp4", "--top-k", "0"],
+        ["point-classify", "a.ply", "--top-k", "0"],
+        ["classify-action", "a.mp4", "--frames", "0"],
+        ["retrieve-eval", "a.csv", "videos", "--frames", "0"],
+        ["features", "a.jpg", "--batch-size", "0"],
+        ["audio-tag", "a.wav", "--batch-size", "0"],
+        ["features", "a.jpg", "--workers", "0"],
+    ],
+)
+def test_counts_below_1_are_refused_by_the_parser_before_any_file_is_read(args):
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and "greater than or equal to 1" in result.stderr
+    assert args[-2] in result.stderr and "no such file" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "choices"),
+    [
+        (
+            ["depth", "a.png", "--colormap", "rainbow"],
+            ["magma", "inferno", "plasma", "viridis", "turbo", "jet", "bone"],
+        ),
+        (["point-classify", "a.ply", "--projection", "v3"], ["v2", "v1"]),
+        (["point-eval", "a.h5", "--up-axis", "x"], ["y", "z"]),
+        (["retrieve", "folder", "query", "--sampling", "every"], ["uniform", "fps"]),
+        (["retrieve-eval", "a.csv", "videos", "--sampling", "every"], ["uniform", "fps"]),
+        (["retrieve", "folder", "query", "--ann", "sometimes"], ["auto", "on", "off"]),
+        (["features", "a.jpg", "--layout", "grid"], ["vqa", "caption", "pooled"]),
+        (["features", "a.jpg", "--dtype", "bfloat16"], ["float16", "float32"]),
+        (["sketch", "a.png", "--animate", "webm"], ["gif", "mp4"]),
+    ],
+)
+def test_a_bad_mode_is_refused_by_the_parser_with_the_list_of_choices(args, choices):
+    result = runner.invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2 and f"'{args[-1]}' is not one of" in result.stderr
+    assert ", ".join(f"'{choice}'" for choice in choices) in result.stderr
+
+
+def test_mode_choices_are_the_values_the_pipelines_accept():
+    from clipcli.pipelines import features, point, point_prep, retrieve
+    from clipcli.render.colormap import COLORMAPS
+    from clipcli.store import ann
+
+    assert list(options.Projection) == list(point.PROJECTIONS)
+    assert list(options.Subsample) == list(point_prep.SAMPLINGS)
+    assert list(options.UpAxis) == list(point_prep.UP_AXES)
+    assert list(options.FrameSampling) == [name for name in retrieve.SAMPLINGS if name != "keyframes"]
+    assert list(options.AnnMode) == list(ann.MODES)
+    assert list(options.Colormap) == list(COLORMAPS)
+    assert list(options.FeatureLayout) == list(features.LAYOUTS)
+    assert set(options.Dtype) == set(features.DEFAULT_DTYPE.values())

@@ -378,12 +378,12 @@ def test_a_bad_cloud_in_a_batch_exits_4_and_small_clouds_are_topped_up(tmp_path,
 def test_usage_errors_exit_2_before_loading_a_model(tmp_path):
     cloud = write_npy(tmp_path / "c.npy", sphere_points(50, 0))
     for args, message in (
-        (("--projection", "v3"), "--projection 'v3'"),
+        (("--projection", "v3"), "'v3' is not one of"),
         (("--view-weights", "paper", "--labels", "a,b"), "only for --labels"),
         (("--projection", "v1", "--view-weights", "paper"), "ships no searched view weights"),
         (("--view-weights", "1,2"), "give 10 weights"),
-        (("--sampling", "grid"), "--sampling 'grid'"),
-        (("--up-axis", "x"), "--up-axis 'x'"),
+        (("--sampling", "grid"), "'grid' is not one of"),
+        (("--up-axis", "x"), "'x' is not one of"),
         (("--prompts", "paper:vit_l14"), "not for 'vit_l14'"),
     ):
         result, _ = invoke("point-classify", cloud, "--model", tmp_path / "absent.pt", *args)

@@ -1,0 +1,118 @@
+"""The command line's shared vocabulary: each recurring option declared once, with one wording and one check.
+
+Typer reads these annotations to build the parser, so this module stays light
+(no torch): `clipcli --help` and a rejected option must answer at once. Mode
+options are `StrEnum`s, so the parser itself refuses a bad value and lists the
+choices; their members are plain strings to the pipelines.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+OUTPUT_NAMING = (
+    "files are named after each input without its extension; inputs that would write the same file name are refused"
+)
+MODEL_HELP = "CLIP model: a release name (RN50, ViT-B/32, ...), a name given to `models import`, or a checkpoint file"
+
+
+class Projection(StrEnum):
+    V2 = "v2"
+    V1 = "v1"
+
+
+class Subsample(StrEnum):
+    """How a point cloud is cut down to --points."""
+
+    FPS = "fps"
+    RANDOM = "random"
+    FIRST = "first"
+
+
+class UpAxis(StrEnum):
+    Y = "y"
+    Z = "z"
+
+
+class FrameSampling(StrEnum):
+    """Which frames of a video are embedded (fps: frames per second, CLIP4Clip's loader)."""
+
+    UNIFORM = "uniform"
+    FPS = "fps"
+
+
+class AnnMode(StrEnum):
+    AUTO = "auto"
+    ON = "on"
+    OFF = "off"
+
+
+class Colormap(StrEnum):
+    MAGMA = "magma"
+    INFERNO = "inferno"
+    PLASMA = "plasma"
+    VIRIDIS = "viridis"
+    TURBO = "turbo"
+    JET = "jet"
+    BONE = "bone"
+
+
+class FeatureLayout(StrEnum):
+    VQA = "vqa"
+    CAPTION = "caption"
+    POOLED = "pooled"
+
+
+class Dtype(StrEnum):
+    FLOAT16 = "float16"
+    FLOAT32 = "float32"
+
+
+class Animation(StrEnum):
+    GIF = "gif"
+    MP4 = "mp4"
+
+
+def model_option(detail: str = "") -> Any:
+    """`--model`, worded alike everywhere; `detail` says what this command needs of the model."""
+    return typer.Option("--model", help=f"{MODEL_HELP}{detail}.")
+
+
+def labels_option(sets: str, detail: str = "a file (one label per line)") -> Any:
+    """`--labels`: the packaged label sets named in `sets`, a file, or a comma list."""
+    return typer.Option("--labels", help=f"{sets}, {detail}, or a comma list 'a,b,c'.")
+
+
+def out_option(what: str = "Output folder") -> Any:
+    return typer.Option("--out", help=f"{what}: {OUTPUT_NAMING}.")
+
+
+def frames_option(detail: str) -> Any:
+    return typer.Option("--frames", min=1, help=f"Frames sampled per video {detail}.")
+
+
+def batch_size_option(unit: str) -> Any:
+    return typer.Option("--batch-size", min=1, help=f"{unit} per forward pass.")
+
+
+TopK = Annotated[
+    int, typer.Option("--top-k", "-k", min=1, help="How many best-scoring results to report for each input.")
+]
+Workers = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, help="Threads reading inputs ahead (default: the CPU count, at most 8)."),
+]
+OutputFolder = Annotated[Path, out_option()]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")]
+TrustCheckpoint = Annotated[
+    bool,
+    typer.Option(
+        "--trust-checkpoint",
+        help="Load checkpoints that run code when loaded: pickles holding objects, TorchScript files that are "
+        "no known release. models import --trust-checkpoint stores such a file's tensors only.",
+    ),
+]
