@@ -107,13 +107,18 @@ def check_ascii_rows(data: bytes, header: PlyHeader) -> None:
     trimesh drops a face whose list is cut short and reads a row per line, so a
     file cut anywhere is caught here by its line count and its last row.
     """
-    rows = sum(element.count for element in header.elements)
-    lines = data[header.body_offset :].splitlines()
     last = next((element for element in reversed(header.elements) if element.count), None)
     if last is None:
         return
-    if len(lines) < rows or not _row_is_complete(lines[rows - 1].split(), last):
-        raise PlyError(f"truncated PLY data: expected {rows} complete rows after the header")
+    rows = sum(element.count for element in header.elements)
+    body = data[header.body_offset :]
+    line_ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
+    line_ends = np.append(line_ends, len(body)) if not body.endswith(b"\n") else line_ends
+    if len(line_ends) < rows:
+        raise PlyError(f"truncated PLY data: {rows} rows declared, {len(line_ends)} lines after the header")
+    start = line_ends[rows - 2] + 1 if rows > 1 else 0
+    if not _row_is_complete(body[start : line_ends[rows - 1]].split(), last):
+        raise PlyError(f"truncated PLY data: row {rows} (the last of element {last.name!r}) is incomplete")
 
 
 def _row_is_complete(tokens: list[bytes], element: PlyElement) -> bool:
