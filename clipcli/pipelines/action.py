@@ -37,7 +37,8 @@ from clipcli.batch import OutputNames, run_batch
 from clipcli.errors import BadInputError
 from clipcli.media.images import write_png
 from clipcli.media.labels import Labels, packaged_lines, read_labels
-from clipcli.media.video import probe_video, read_frames, sample_frames, sample_indices
+from clipcli.media.sampling import SEGMENT_CENTRE, sample_video
+from clipcli.media.video import probe_video, read_frames, sample_indices
 from clipcli.models.actionclip import MeanFusion, TransformerFusion
 from clipcli.models.clip_loader import load_clip
 from clipcli.models.fusion import load_actionclip
@@ -68,6 +69,7 @@ TEMPLATES = (
 )
 LOGIT_SCALE = 100.0  # test.py: a fixed 100, not the model's logit_scale
 DEFAULT_FRAMES = 8  # num_segments in every official config
+SAMPLING = SEGMENT_CENTRE  # test.py: the centre frame of each of the T segments
 # lists/*.csv of the official repository, one name per line in the official order.
 LABEL_SETS = {"kinetics400": "kinetics400_labels.txt", "ucf101": "ucf101_labels.txt", "hmdb51": "hmdb51_labels.txt"}
 CAMEL_CASE_SETS = frozenset({"ucf101"})
@@ -257,7 +259,7 @@ def window_frame_indices(frame_count: int, duration: float, spans, num_frames: i
     for start, end in spans:
         first = min(frame_count - 1, int(round(start * rate)))
         last = min(frame_count, max(first + 1, int(round(end * rate))))
-        rows.append(first + sample_indices(last - first, num_frames, "segment-centre"))
+        rows.append(first + sample_indices(last - first, num_frames, SAMPLING))
     return np.stack(rows)
 
 
@@ -321,7 +323,7 @@ def load_classifier(
 def classify_video(classifier: Classifier, path: Path, top_k: int, sampled=None) -> dict:
     """Whole-video prediction from T segment-centre frames."""
     if sampled is None:
-        sampled = sample_frames(path, classifier.num_frames, "segment-centre")
+        sampled = sample_video(path, classifier.num_frames, SAMPLING)
     c = classifier
     probabilities = classify_frames(c.model, c.fusion, sampled.frames, c.num_frames, c.text, c.labels)[0]
     return {
@@ -439,7 +441,7 @@ def run(
         return run_batch(videos, process_windows, description="classify-action")
 
     def load(path: Path):
-        return sample_frames(path, classifier.num_frames, "segment-centre")
+        return sample_video(path, classifier.num_frames, SAMPLING)
 
     ahead = min(4, os.cpu_count() or 1) if len(videos) > 1 else 0
     with Prefetcher(videos, load, ahead) as prefetch:

@@ -36,8 +36,8 @@ from clip.simple_tokenizer import SimpleTokenizer
 from clipcli import ui
 from clipcli.errors import BadInputError, PartialFailure
 from clipcli.media.images import load_image
-from clipcli.media.keyframes import sample_keyframes
-from clipcli.media.video import VIDEO_EXTENSIONS, sample_frames
+from clipcli.media.sampling import FPS, KEYFRAMES, UNIFORM, sample_video
+from clipcli.media.video import VIDEO_EXTENSIONS
 from clipcli.models import load_clip
 from clipcli.models.clip4clip import MeanPHead, load_clip4clip
 from clipcli.models.device import resolve_device
@@ -49,7 +49,7 @@ from clipcli.store.index import Failure, Matrix, VideoIndex, VideoRecord, discar
 
 MAX_WORDS = 32  # CLIP4Clip's --max_words for MSR-VTT, MSVD and LSMDC
 DEFAULT_FRAMES = 12  # CLIP4Clip's --max_frames for the same
-SAMPLINGS = ("uniform", "fps", "keyframes")
+SAMPLINGS = (UNIFORM, FPS, KEYFRAMES)
 PAPER_MSRVTT = {  # text-to-video on MSR-VTT 1k-A, ViT-B/32 (docs/methods/retrieve.md)
     "meanP (9k)": {"R@1": 43.1, "R@5": 70.4, "R@10": 80.8, "MnR": 16.2},
     "seqTransf (9k)": {"R@1": 44.5, "R@5": 71.4, "R@10": 81.6},
@@ -227,7 +227,7 @@ class DecodedVideo:
 def decode_video(path: Path, frames: int, sampling: str, resolution: int) -> DecodedVideo:
     """Sample and preprocess one video's frames on the CPU (runs in worker threads)."""
     stat = path.stat()  # taken first: a file changed while decoding is re-embedded next time
-    sampled = sample_keyframes(path, frames) if sampling == "keyframes" else sample_frames(path, frames, sampling)
+    sampled = sample_video(path, frames, sampling)
     # Uniform sampling repeats frames of clips shorter than `frames`; keep each once, so the
     # mean is over distinct frames (CLIP4Clip's own loader gives short clips fewer frames).
     keep = np.sort(np.unique(sampled.indices, return_index=True)[1])

@@ -1,0 +1,42 @@
+"""Video frame sampling by name: the one list of strategies every video command picks from.
+
+- `uniform`: n frames spread evenly over the whole video.
+- `segment-centre`: ActionCLIP's test rule, the centre frame of each of n equal segments.
+- `fps`: CLIP4Clip's loader, one frame per second, thinned to at most n.
+- `keyframes`: the keyframe at or before each uniform time, decoding keyframes only;
+  the fast, approximate stand-in for `uniform` (`--fast`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+
+from clipcli.errors import BadInputError
+from clipcli.media.keyframes import sample_keyframes
+from clipcli.media.video import SAMPLING_MODES, SampledFrames, sample_frames
+
+UNIFORM, SEGMENT_CENTRE, FPS = SAMPLING_MODES
+KEYFRAMES = "keyframes"
+STRATEGIES: dict[str, Callable[[str | Path, int], SampledFrames]] = {
+    **{mode: partial(sample_frames, mode=mode) for mode in SAMPLING_MODES},
+    KEYFRAMES: sample_keyframes,
+}
+FAST_VARIANTS = {UNIFORM: KEYFRAMES}
+
+
+def sample_video(path: str | Path, n: int, strategy: str) -> SampledFrames:
+    """The frames `strategy` picks from the video at `path`, upright RGB, in time order."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown sampling {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[strategy](path, n)
+
+
+def fast_variant(strategy: str) -> str:
+    """The approximate, faster strategy that stands in for `strategy` (`--fast`)."""
+    if strategy not in FAST_VARIANTS:
+        raise BadInputError(
+            f"--fast replaces {' or '.join(FAST_VARIANTS)} sampling; it cannot be combined with --sampling {strategy}"
+        )
+    return FAST_VARIANTS[strategy]
