@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import struct
 import warnings
+import zipfile
 
 import numpy as np
 import pytest
@@ -260,6 +261,24 @@ def test_obj_corner_forms_and_negative_indices(tmp_path, corner_style, negative)
     assert_same_triangles(triangles, expected_fan(quads))
 
 
+@pytest.mark.parametrize("binary", [False, "little"])
+def test_latin1_comments_in_ply_obj_off_and_stl_are_read(tmp_path, binary):
+    vertices, triangles = cube_mesh(triangles=True)
+    ply = write_ply(tmp_path / "m.ply", vertices, triangles, binary=binary)
+    ply.write_bytes(ply.read_bytes().replace(b"written by", b"\xe9crit par", 1))
+    obj = write_obj(tmp_path / "m.obj", vertices, triangles)
+    obj.write_bytes(b"# mod\xe8le\n" + obj.read_bytes())
+    off = write_off(tmp_path / "m.off", vertices, triangles)
+    off.write_bytes(off.read_bytes().replace(b"written by", b"\xe9crit par", 1))
+    stl = write_stl(tmp_path / "m.stl", vertices, triangles, binary=False)
+    stl.write_bytes(stl.read_bytes().replace(b"solid", b"solid caf\xe9", 1))
+    for path in (ply, obj, off):
+        read_vertices, read_triangles = load_mesh(path)
+        np.testing.assert_array_equal(read_vertices, vertices, err_msg=path.name)
+        assert_same_triangles(read_triangles, triangles)
+    assert load_mesh(stl)[1].shape == (12, 3)
+
+
 def test_obj_negative_indices_are_relative_to_the_vertices_so_far(tmp_path, cloud):
     path = tmp_path / "rel.obj"
     path.write_text("v 0 0 0\nv 1 0 0\nv 0 1 0\nf -3 -2 -1\nv 0 0 1\nf -4/1/1 -1/1/1 -3/1/1 # a comment 9\n")
@@ -342,6 +361,16 @@ def test_truncated_scene_and_stl_files_are_errors(tmp_path, suffix, message):
     cut.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 2])
     with pytest.raises(BadInputError, match=rf"cut\{suffix}: {message}"):
         load_points(cut)
+
+
+def test_3mf_that_unpacks_far_beyond_its_size_is_refused(tmp_path):
+    path = tmp_path / "bomb.3mf"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("3D/3dmodel.model", b" " * 20_000_000)  # packs to about 20 kB
+    with pytest.raises(
+        BadInputError, match=r"bomb\.3mf: 3MF archive unpacks to 20,000,000 bytes from [\d,]+; at most 100"
+    ):
+        load_points(path)
 
 
 def test_gltf_with_a_missing_buffer_file_is_an_error(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import logging
 import re
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -33,6 +34,8 @@ MESH_FILE_TYPES = {
     ".3mf": "3mf",
 }
 _FORMAT_NAMES = {"glb": "GLB", "gltf": "glTF", "3mf": "3MF"}
+MAX_3MF_INFLATION = 100
+INFLATION_ALLOWANCE = 1 << 20  # bytes; small archives of well-packed XML stay readable
 _OBJ_COMMENT = re.compile(rb"#[^\n]*")
 _OBJ_COMMENT_AFTER_DATA = re.compile(rb"^[ \t]*[a-z]+[ \t][^#\n]*#", re.M)
 _OBJ_RELATIVE_INDEX_LINE = re.compile(rb"^[ \t]*f[ \t][^\n]*\s-\d", re.M)
@@ -63,6 +66,8 @@ def read_mesh_file(data: bytes, path: Path) -> MeshData:
         data = _as_utf8(data)
     elif file_type == "off":
         data = _as_utf8(data)
+    elif file_type == "3mf":
+        _check_inflation(data)
     vertices, triangles = _flatten(_load_scene(data, file_type, path))
     if not len(vertices):
         raise MeshFileError(
@@ -79,6 +84,23 @@ def _is_binary_stl(data: bytes) -> bool:
 def _is_binary_stl(data: bytes) -> bool:
     """An 80-byte header, a triangle count, and 50 bytes per triangle: what trimesh reads as binary STL."""
     return len(data) >= 84 and 84 + 50 * int.from_bytes(data[80:84], "little") == len(data)
+
+
+def _check_inflation(data: bytes) -> None:
+    """Refuse a 3MF (a zip archive) whose entries unpack to more than MAX_3MF_INFLATION times its size.
+
+    trimesh unpacks every entry into memory; 3MF's XML packs about 5 to 1, a zip bomb thousands to 1.
+    """
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            inflated = sum(entry.file_size for entry in archive.infolist())
+    except (zipfile.BadZipFile, ValueError) as error:
+        raise MeshFileError(f"not a readable 3MF file ({error})") from None
+    if inflated > MAX_3MF_INFLATION * len(data) + INFLATION_ALLOWANCE:
+        raise MeshFileError(
+            f"3MF archive unpacks to {inflated:,} bytes from {len(data):,}; at most {MAX_3MF_INFLATION} times its size"
+            " is read"
+        )
 
 
 def _check_text_stl(data: bytes) -> None:
@@ -167,7 +189,8 @@ def _load_scene(data: bytes, file_type: str, path: Path):
     import trimesh
 
     resolver = trimesh.resolvers.FilePathResolver(path) if file_type == "gltf" else None
-    options = {"skip_materials": True} if file_type == "obj" else {}  # colours and textures are not used
+    # Colours and textures are not used: skipping them also keeps trimesh from decoding images or reading .mtl files.
+    options = {"skip_materials": True} if file_type in ("obj", "ply", "glb", "gltf") else {}
     try:
         return trimesh.load_scene(io.BytesIO(data), file_type=file_type, resolver=resolver, process=False, **options)
     except Exception as error:  # trimesh's parsers raise whatever the bad bytes trip (ValueError, KeyError, ...)
