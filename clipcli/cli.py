@@ -962,7 +962,7 @@ their surface) and ModelNet40/ScanObjectNN HDF5 files (every shape, or
 Differences from the official code, which reads PointNet HDF5 sets that are
 already y-up and in the unit sphere and keeps their first 1024 points: user
 clouds are rotated to y-up (--up-axis), subsampled to --points by farthest-point
-sampling (seeded; --sampling random|first), centred and scaled to the unit
+sampling (seeded; --subsample random|first), centred and scaled to the unit
 sphere (--no-normalize skips it); a cloud with fewer points is topped up with
 points repeated at random. Defaults are not test-tuned: uniform view weights,
 and for V2 generic depth-map templates averaged over (V1: "point cloud depth
@@ -983,10 +983,10 @@ PROJECTION_HELP = "v2 (PointCLIP V2's realistic projection) or v1 (PointCLIP's d
 POINT_MODEL_DEFAULTS = " (default ViT-B/16 for v2, RN50 for v1)"
 
 
-def _point_options(points: int, sampling: str, normalize: bool, up_axis: str, seed: int):
+def _point_options(points: int, subsample: str, normalize: bool, up_axis: str, seed: int):
     from clipcli.pipelines import point_prep
 
-    return point_prep.CloudOptions(points=points, sampling=sampling, normalize=normalize, up_axis=up_axis, seed=seed)
+    return point_prep.CloudOptions(points=points, sampling=subsample, normalize=normalize, up_axis=up_axis, seed=seed)
 
 
 @command(app, "point-classify", help=POINT_HELP)
@@ -996,10 +996,17 @@ def point_classify(
     projection: Annotated[Projection, typer.Option("--projection", help=PROJECTION_HELP)] = Projection.V2,
     model: Annotated[str | None, model_option(POINT_MODEL_DEFAULTS)] = None,
     points: Annotated[int, typer.Option("--points", help="Points per cloud after sampling.")] = 1024,
-    sampling: Annotated[Subsample, typer.Option("--sampling", help=f"{_FPS_HELP}, random, or first.")] = Subsample.FPS,
-    no_normalize: Annotated[
-        bool, typer.Option("--no-normalize", help="Keep the cloud's own centre and scale.")
-    ] = False,
+    subsample: Annotated[
+        Subsample,
+        typer.Option("--subsample", help=f"How a cloud is cut down to --points: {_FPS_HELP}, random, or first."),
+    ] = Subsample.FPS,
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize/--no-normalize",
+            help="Centre each cloud and scale it into the unit sphere (on by default: user clouds come in any frame).",
+        ),
+    ] = True,
     view_weights: Annotated[
         str, typer.Option("--view-weights", help="uniform, paper, paper:BACKBONE, or one weight per view (W1,...).")
     ] = "uniform",
@@ -1013,7 +1020,9 @@ def point_classify(
     h5_index: Annotated[int | None, typer.Option("--h5-index", help="Only this shape of each HDF5 file.")] = None,
     save_views: Annotated[bool, typer.Option("--save-views", help="Write the projected views as a PNG grid.")] = False,
     out: Annotated[Path, out_option("Folder for --save-views pictures")] = Path("."),
-    seed: Annotated[int, typer.Option("--seed", help="Seed for sampling.")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for --subsample, topping up small clouds and sampling mesh surfaces.")
+    ] = 0,
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -1028,7 +1037,7 @@ def point_classify(
         model_name=model,
         prompts=prompts,
         weights=view_weights,
-        options=_point_options(points, sampling, not no_normalize, up_axis, seed),
+        options=_point_options(points, subsample, normalize, up_axis, seed),
         top_k=top_k,
         h5_index=h5_index,
         save_views=save_views,
@@ -1075,12 +1084,23 @@ def point_eval(
         str, typer.Option("--prompts", help="template, paper, paper:BACKBONE, or a {} sentence.")
     ] = "template",
     points: Annotated[int, typer.Option("--points", help="Points per shape.")] = 1024,
-    sampling: Annotated[
-        Subsample, typer.Option("--sampling", help=f"first (official), {_FPS_HELP}, or random.")
+    subsample: Annotated[
+        Subsample,
+        typer.Option(
+            "--subsample", help=f"How a shape is cut down to --points: first (official), {_FPS_HELP}, or random."
+        ),
     ] = Subsample.FIRST,
-    normalize: Annotated[bool, typer.Option("--normalize", help="Re-centre and re-scale each shape.")] = False,
+    normalize: Annotated[
+        bool,
+        typer.Option(
+            "--normalize/--no-normalize",
+            help="Re-centre and re-scale each shape (off by default: the sets are stored normalised).",
+        ),
+    ] = False,
     up_axis: Annotated[UpAxis, typer.Option("--up-axis", help="The sets' up axis (y: the PointNet sets).")] = UpAxis.Y,
-    seed: Annotated[int, typer.Option("--seed")] = 0,
+    seed: Annotated[
+        int, typer.Option("--seed", help="Seed for --subsample fps and random, and for topping up small shapes.")
+    ] = 0,
     trust_checkpoint: TrustCheckpoint = False,
     *,
     common: Common,
@@ -1101,7 +1121,7 @@ def point_eval(
         model_name=model,
         prompts=prompts,
         weights=view_weights,
-        options=_point_options(points, sampling, normalize, up_axis, seed),
+        options=_point_options(points, subsample, normalize, up_axis, seed),
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )

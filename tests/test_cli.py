@@ -197,14 +197,18 @@ def test_bench_startup_times_each_call_in_a_fresh_process(capsys):
     assert [row["target_s"] for row in rows] == [0.3, 0.3, None, 0.5]
 
 
-def _options_named(flag: str) -> dict[str, object]:
-    """Each command's parameter declared as `flag`, by command path."""
+def _params_by_command() -> dict[str, list]:
+    """Each command's parameters, by command path ("depth", "models list", ...)."""
     found = {}
     for name, command in get_command(app).commands.items():
         for sub_name, sub in (getattr(command, "commands", None) or {name: command}).items():
-            path = name if sub is command else f"{name} {sub_name}"
-            found.update((path, param) for param in sub.params if flag in param.opts)
+            found[name if sub is command else f"{name} {sub_name}"] = sub.params
     return found
+
+
+def _options_named(flag: str) -> dict[str, object]:
+    """Each command's parameter declared as `flag`, by command path."""
+    return {path: param for path, params in _params_by_command().items() for param in params if flag in param.opts}
 
 
 def test_model_top_k_and_frames_are_worded_alike_in_every_command():
@@ -273,3 +277,23 @@ def test_mode_choices_are_the_values_the_pipelines_accept():
     assert list(options.Colormap) == list(COLORMAPS)
     assert list(options.FeatureLayout) == list(features.LAYOUTS)
     assert set(options.Dtype) == set(features.DEFAULT_DTYPE.values())
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    undocumented = [
+        f"{path} {param.opts[0]}"
+        for path, params in _params_by_command().items()
+        for param in params
+        if param.param_type_name == "option" and not (param.help or "").strip()
+    ]
+    assert undocumented == []
+
+
+def test_point_commands_subsample_and_normalize_alike_with_their_own_defaults():
+    for path, normalize_default, subsample_default in (("point-classify", True, "fps"), ("point-eval", False, "first")):
+        params = {param.name: param for param in _params_by_command()[path]}
+        assert params["subsample"].opts == ["--subsample"] and params["subsample"].default == subsample_default
+        assert params["normalize"].opts == ["--normalize"] and params["normalize"].secondary_opts == ["--no-normalize"]
+        assert params["normalize"].default is normalize_default
+        result = runner.invoke(app, [path, "a.h5", "--sampling", "fps"])
+        assert result.exit_code == 2 and "No such option: --sampling" in result.stderr

@@ -382,7 +382,7 @@ def test_usage_errors_exit_2_before_loading_a_model(tmp_path):
         (("--view-weights", "paper", "--labels", "a,b"), "only for --labels"),
         (("--projection", "v1", "--view-weights", "paper"), "ships no searched view weights"),
         (("--view-weights", "1,2"), "give 10 weights"),
-        (("--sampling", "grid"), "'grid' is not one of"),
+        (("--subsample", "grid"), "'grid' is not one of"),
         (("--up-axis", "x"), "'x' is not one of"),
         (("--prompts", "paper:vit_l14"), "not for 'vit_l14'"),
     ):
@@ -396,7 +396,7 @@ def test_point_eval_scores_the_predictions_point_classify_makes(tmp_path, tiny_v
     model = ("--model", tiny_vit_path, "--device", "cpu", "--json")
     result, report = invoke("point-eval", path, "--labels", "modelnet40", *model)
     assert result.exit_code == 0, result.output
-    _, rows = invoke("point-classify", path, "--sampling", "first", "--no-normalize", *model)
+    _, rows = invoke("point-classify", path, "--subsample", "first", "--no-normalize", *model)
     hits = [row["predictions"][0]["label"] == row["label"] for row in rows]
     assert report["shapes"] == 4 and report["top1"] == pytest.approx(100 * np.mean(hits))
     assert report["settings"]["projection"] == "v2" and report["paper_top1"] is None
