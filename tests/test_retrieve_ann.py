@@ -12,6 +12,7 @@ import torch
 from typer.testing import CliRunner
 
 from clipcli.cli import app
+from clipcli.errors import BadInputError
 from clipcli.pipelines import retrieve
 from clipcli.store import ann
 from clipcli.store.index import VideoIndex, VideoRecord
@@ -184,7 +185,7 @@ def test_ann_on_without_faiss_fails_with_one_clear_line(planted, retriever, tiny
     index, folder, vectors, queries, _ = planted
     monkeypatch.setitem(sys.modules, "faiss", None)  # `import faiss` raises ImportError
     assert not ann.available()
-    with pytest.raises(retrieve.BadInputError, match=r"pip install clipcli\[faiss\]"):
+    with pytest.raises(BadInputError, match=r"pip install clipcli\[faiss\]"):
         search(index, folder, retriever, queries[0], "on")
     hits = search(index, folder, retriever, queries[0], "auto", threshold=10)  # auto: exact without faiss
     assert len(hits) == 10 and not list(index.folder.glob("ann-*"))

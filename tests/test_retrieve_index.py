@@ -19,7 +19,9 @@ from typer.testing import CliRunner
 from clipcli.cli import app
 from clipcli.errors import BadInputError
 from clipcli.media.keyframes import sample_keyframes
+from clipcli.models.clip4clip import load_clip4clip
 from clipcli.pipelines import retrieve
+from clipcli.pipelines.retrieve import indexing as retrieve_indexing
 from clipcli.store.index import VideoIndex, VideoRecord
 
 runner = CliRunner()
@@ -73,7 +75,7 @@ def decode_calls(monkeypatch):
         calls.append(path)
         return real(path, *args)
 
-    monkeypatch.setattr(retrieve, "decode_video", spy)
+    monkeypatch.setattr(retrieve_indexing, "decode_video", spy)
     return calls
 
 
@@ -145,10 +147,10 @@ def test_interrupted_index_resumes_to_the_same_result(videos, tiny_vit_path, tmp
             raise KeyboardInterrupt
         return real(path, *args)
 
-    monkeypatch.setattr(retrieve, "decode_video", interrupting)
+    monkeypatch.setattr(retrieve_indexing, "decode_video", interrupting)
     with VideoIndex(tmp_path / "resumed") as index, pytest.raises(KeyboardInterrupt):
         retrieve.update_index(index, retriever, files, roots=[folder], batch_videos=2, workers=1)
-    monkeypatch.setattr(retrieve, "decode_video", real)
+    monkeypatch.setattr(retrieve_indexing, "decode_video", real)
     with VideoIndex(tmp_path / "resumed") as index:
         assert len(index.matrix([folder])) == 2  # the first batch was committed, the second was not
         summary = retrieve.update_index(index, retriever, files, roots=[folder], batch_videos=2, workers=1)
@@ -275,7 +277,7 @@ def test_checkpoint_head_indexes_and_shared_index(videos, tmp_path):
     assert stored.embeddings.shape == (6, 64) and np.allclose(np.linalg.norm(stored.embeddings, axis=1), 1, atol=2e-3)
     assert np.all(np.diff(stored.timestamps) > 0)
     # The stored video embedding is the seqTransf pooling of the stored frames.
-    model, head = retrieve.load_clip4clip(checkpoint)
+    model, head = load_clip4clip(checkpoint)
     with torch.no_grad():
         expected = head(torch.from_numpy(stored.features)[None], torch.ones(1, 6))[0].numpy()
     with VideoIndex(shared) as index:

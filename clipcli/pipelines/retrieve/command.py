@@ -1,0 +1,116 @@
+"""`clipcli retrieve`: check the options, refresh the indexes, search them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from clipcli import ui
+from clipcli.errors import BadInputError
+from clipcli.media.images import load_image
+from clipcli.pipelines.retrieve.files import check_roots, default_index_dir, walk_videos
+from clipcli.pipelines.retrieve.indexing import DEFAULT_FRAMES, SAMPLINGS, UpdateSummary, update_index
+from clipcli.pipelines.retrieve.model import Retriever
+from clipcli.pipelines.retrieve.search import Hit, check_ann, search
+from clipcli.store.index import VideoIndex, discard_if_damaged
+
+
+@dataclass
+class RetrieveResult:
+    hits: list[Hit]
+    summaries: list[UpdateSummary]
+
+
+def check_options(top_k: int, frames: int, sampling: str) -> None:
+    if top_k < 1:
+        raise BadInputError(f"--top-k must be at least 1, got {top_k}")
+    if frames < 1:
+        raise BadInputError(f"--frames must be at least 1, got {frames}")
+    if sampling not in SAMPLINGS:
+        raise BadInputError(f"--sampling {sampling!r}: expected one of {', '.join(SAMPLINGS)}")
+
+
+def index_groups(roots: Sequence[Path], index_dir: Path | None) -> list[tuple[Path, list[Path]]]:
+    """(index folder, roots it covers): one shared --index, else one default index per root."""
+    if index_dir is not None:
+        return [(Path(index_dir).expanduser(), list(roots))]
+    return [(default_index_dir(root), [root]) for root in roots]
+
+
+def open_indexes(
+    retriever: Retriever,
+    groups: Sequence[tuple[Path, list[Path]]],
+    *,
+    frames: int,
+    sampling: str,
+    update: bool,
+    reindex: bool = False,
+) -> tuple[list[tuple[VideoIndex, list[Path]]], list[UpdateSummary]]:
+    """Open (and unless `update` is false, refresh) each group's index; `reindex` rebuilds a damaged one."""
+    opened, summaries = [], []
+    try:
+        for folder, roots in groups:
+            damage = discard_if_damaged(folder, on_wait=ui.notice) if update and reindex else None
+            index = VideoIndex(folder, create=update)
+            opened.append((index, roots))
+            if damage is not None:
+                ui.notice(f"{index.db_path}: the index was damaged ({damage}); building it afresh")
+            if update:
+                files = list(dict.fromkeys(path for root in roots for path in walk_videos(root)))
+                summaries.append(
+                    update_index(
+                        index, retriever, files, roots=roots, frames=frames, sampling=sampling, reindex=reindex
+                    )
+                )
+            elif index.identity != retriever.identity(frames, sampling):
+                raise BadInputError(
+                    f"index was built with another model or --frames/--sampling ({index.identity}); "
+                    "rerun without --no-update to re-embed",
+                    folder,
+                )
+    except BaseException:
+        for index, _ in opened:
+            index.close()
+        raise
+    return opened, summaries
+
+
+def run(
+    items: Sequence[str | Path],
+    query: str | None = None,
+    image: Path | None = None,
+    *,
+    top_k: int = 10,
+    frames: int = DEFAULT_FRAMES,
+    sampling: str = "uniform",
+    model_name: str = "ViT-B/32",
+    checkpoint: Path | None = None,
+    index_dir: Path | None = None,
+    update: bool = True,
+    reindex: bool = False,
+    segments: bool = False,
+    device: str = "auto",
+    trust_checkpoint: bool = False,
+    ann_mode: str = "auto",
+) -> RetrieveResult:
+    """Update the indexes of `items` (folders or videos) and return the top-k videos for the query."""
+    check_options(top_k, frames, sampling)
+    check_ann(ann_mode)
+    if (query is None) == (image is None):
+        raise BadInputError("give a text QUERY or --image QUERY.jpg (one of them)")
+    if query is not None and not query.strip():
+        raise BadInputError("the query is empty")
+    roots = check_roots(items)
+    picture = load_image(image) if image is not None else None
+    retriever = Retriever.load(model_name, checkpoint, device, trust_checkpoint=trust_checkpoint)
+    embedding = retriever.encode_image(picture)[0] if picture is not None else retriever.encode_text([query])[0]
+    opened, summaries = open_indexes(
+        retriever, index_groups(roots, index_dir), frames=frames, sampling=sampling, update=update, reindex=reindex
+    )
+    try:
+        hits = search(opened, retriever, embedding, top_k, segments, ann_mode=ann_mode)
+    finally:
+        for index, _ in opened:
+            index.close()
+    return RetrieveResult(hits, summaries)
