@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from clipcli.media.ply import PlyError, check_ascii_rows, parse_ply_header, read_mixed_polygon_ply
+from clipcli.media.ply import PlyError, check_ascii_rows, parse_ply_header, read_binary_ply_row_by_row
 
 # trimesh logs what it skips (unknown glTF extensions, undefined 3MF components); the
 # CLI's one-line messages and warnings say what matters, so its records go nowhere.
@@ -33,7 +33,6 @@ MESH_FILE_TYPES = {
     ".gltf": "gltf",
     ".3mf": "3mf",
 }
-_FORMAT_NAMES = {"glb": "GLB", "gltf": "glTF", "3mf": "3MF"}
 MAX_3MF_INFLATION = 100
 INFLATION_ALLOWANCE = 1 << 20  # bytes; small archives of well-packed XML stay readable
 _OBJ_COMMENT = re.compile(rb"#[^\n]*")
@@ -70,15 +69,12 @@ def read_mesh_file(data: bytes, path: Path) -> MeshData:
         _check_inflation(data)
     vertices, triangles = _flatten(_load_scene(data, file_type, path))
     if not len(vertices):
-        raise MeshFileError(
-            f"no vertices found: the file is empty or not {_FORMAT_NAMES.get(file_type, file_type.upper())}"
-        )
+        raise MeshFileError(f"no vertices found: the file is empty or not {_format_name(file_type)}")
     return _checked(vertices, triangles)
 
 
-def _is_binary_stl(data: bytes) -> bool:
-    """An 80-byte header, a triangle count, and 50 bytes per triangle: what trimesh reads as binary STL."""
-    return len(data) >= 84 and 84 + 50 * int.from_bytes(data[80:84], "little") == len(data)
+def _format_name(file_type: str) -> str:
+    return "glTF" if file_type == "gltf" else file_type.upper()
 
 
 def _is_binary_stl(data: bytes) -> bool:
@@ -164,7 +160,7 @@ def _read_ply(data: bytes, path: Path) -> MeshData:
         except MeshFileError:
             if header.byte_order is None:
                 raise
-            vertices, triangles = read_mixed_polygon_ply(data, header)
+            vertices, triangles = read_binary_ply_row_by_row(data, header)
     except PlyError as error:
         raise MeshFileError(str(error)) from None
     return _checked(vertices, triangles if triangles is not None and len(triangles) else None, header.notes)
@@ -195,9 +191,7 @@ def _load_scene(data: bytes, file_type: str, path: Path):
         return trimesh.load_scene(io.BytesIO(data), file_type=file_type, resolver=resolver, process=False, **options)
     except Exception as error:  # trimesh's parsers raise whatever the bad bytes trip (ValueError, KeyError, ...)
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise MeshFileError(
-            f"not a readable {_FORMAT_NAMES.get(file_type, file_type.upper())} file ({reason})"
-        ) from None
+        raise MeshFileError(f"not a readable {_format_name(file_type)} file ({reason})") from None
 
 
 def _flatten(scene) -> tuple[np.ndarray, np.ndarray | None]:

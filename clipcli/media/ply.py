@@ -1,9 +1,11 @@
-"""PLY headers, checked before trimesh reads the file, and binary faces of mixed sizes, which trimesh cannot read.
+"""What trimesh's PLY reader leaves to us: header checks, ascii truncation, binary faces of mixed sizes.
 
-trimesh reads PLY headers leniently and sizes a binary element by its first
-row's list lengths, so a binary mesh that mixes triangles and quads (Blender
-writes its polygons as they are) fails there. `read_mixed_polygon_ply` reads
-those files: only vertices' x, y, z and the faces' index lists.
+trimesh reads PLY headers leniently, reads a cut-short ascii row without
+complaint, and sizes a binary element by its first row's list lengths, so a
+binary mesh that mixes triangles and quads (Blender writes its polygons as
+they are) fails there. `read_binary_ply_row_by_row` reads those files, and says
+which element a truncated one is cut in: only vertices' x, y, z and the faces'
+index lists.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-PLY_TYPES = {
+_TYPES = {
     "char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
     "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
     "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
@@ -85,7 +87,7 @@ def parse_ply_header(data: bytes) -> PlyHeader:
     return PlyHeader(elements, byte_order, end.end(), tuple(notes))
 
 
-def read_mixed_polygon_ply(data: bytes, header: PlyHeader) -> tuple[np.ndarray, np.ndarray]:
+def read_binary_ply_row_by_row(data: bytes, header: PlyHeader) -> tuple[np.ndarray, np.ndarray]:
     """Vertices [V, 3] float64 and fan-triangulated faces [T, 3] int64 of a binary PLY, row by row.
 
     Elements without lists are skipped whole; those with lists are walked one row
@@ -97,7 +99,8 @@ def read_mixed_polygon_ply(data: bytes, header: PlyHeader) -> tuple[np.ndarray, 
         values, offset = _read_rows(data, offset, element, header.byte_order)
         columns.setdefault(element.name, values)
     vertices = np.stack([np.asarray(columns["vertex"][axis], dtype=np.float64) for axis in "xyz"], axis=1)
-    faces = next((columns.get("face", {})[name] for name in _FACE_LISTS if name in columns.get("face", {})), [])
+    face_columns = columns.get("face", {})
+    faces = next((face_columns[name] for name in _FACE_LISTS if name in face_columns), [])
     return vertices, fan_triangulate(faces)
 
 
@@ -166,10 +169,10 @@ def _count(word: str) -> int:
 def _property(words: list[str]) -> PlyProperty:
     """'property float x' or 'property list uchar int vertex_indices'."""
     if words[1] == "list":
-        return PlyProperty(words[4], np.dtype(PLY_TYPES[words[3]]), np.dtype(PLY_TYPES[words[2]]))
+        return PlyProperty(words[4], np.dtype(_TYPES[words[3]]), np.dtype(_TYPES[words[2]]))
     if len(words) != 3:
         raise ValueError
-    return PlyProperty(words[2], np.dtype(PLY_TYPES[words[1]]), None)
+    return PlyProperty(words[2], np.dtype(_TYPES[words[1]]), None)
 
 
 def _read_rows(data: bytes, offset: int, element: PlyElement, byte_order: str) -> tuple[dict[str, list], int]:

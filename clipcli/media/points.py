@@ -27,8 +27,9 @@ import numpy as np
 from clipcli.errors import BadInputError
 from clipcli.media.mesh_files import MESH_FILE_TYPES, MeshFileError, read_mesh_file
 
-SUPPORTED_POINT_EXTENSIONS = (".ply", ".pcd", ".xyz", ".txt", ".csv", ".npy", ".npz", ".off", ".obj")
-SUPPORTED_POINT_EXTENSIONS += (".stl", ".glb", ".gltf", ".3mf")
+SUPPORTED_POINT_EXTENSIONS = (
+    ".ply", ".pcd", ".xyz", ".txt", ".csv", ".npy", ".npz", ".off", ".obj", ".stl", ".glb", ".gltf", ".3mf",
+)  # fmt: skip
 
 
 class PointCloudWarning(UserWarning):
