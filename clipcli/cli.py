@@ -197,7 +197,7 @@ def _depth_settings(bins, words, template, temperature, no_flip) -> DepthSetting
     from clipcli.pipelines import depth as depth_pipeline
 
     return depth_pipeline.DepthSettings.checked(
-        _depth_bins(bins), _depth_words(words), template, temperature, flip=not no_flip
+        bins=_depth_bins(bins), words=_depth_words(words), template=template, temperature=temperature, flip=not no_flip
     )
 
 
@@ -571,7 +571,16 @@ def sketch(
     from clipcli.pipelines import sketch as sketch_pipeline
 
     settings = sketch_pipeline.SketchSettings(
-        strokes, iterations, seeds, width, augmentations, lr, patience, seed, early_stop, cuda_graphs
+        strokes=strokes,
+        iterations=iterations,
+        seeds=seeds,
+        width=width,
+        augmentations=augmentations,
+        lr=lr,
+        patience=patience,
+        seed=seed,
+        early_stop=early_stop,
+        cuda_graphs=cuda_graphs,
     )
     settings.check()
     paths = expand_inputs(images, IMAGE_EXTENSIONS, sketch_pipeline.output_names(out))

@@ -297,3 +297,23 @@ def test_point_commands_subsample_and_normalize_alike_with_their_own_defaults():
         assert params["normalize"].default is normalize_default
         result = runner.invoke(app, [path, "a.h5", "--sampling", "fps"])
         assert result.exit_code == 2 and "No such option: --sampling" in result.stderr
+
+
+def test_sketch_options_reach_their_settings_by_name(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from clipcli.pipelines import sketch
+
+    with pytest.raises(TypeError):
+        sketch.SketchSettings(16, 2000)
+    calls = []
+    monkeypatch.setattr(sketch, "run", lambda paths, **options: calls.append(options) or [])
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    numbers = ["--strokes", "7", "--iterations", "11", "--seeds", "2", "--width", "2.5", "--augmentations", "3"]
+    switches = ["--lr", "0.5", "--patience", "4", "--seed", "9", "--no-early-stop", "--no-cuda-graphs"]
+    result = run("sketch", str(tmp_path / "a.png"), *numbers, *switches, "--out", str(tmp_path / "out"))
+    assert result.exit_code == 0, result.output
+    assert calls[0]["settings"] == sketch.SketchSettings(
+        strokes=7, iterations=11, seeds=2, width=2.5, augmentations=3, lr=0.5, patience=4, seed=9,
+        early_stop=False, cuda_graphs=False,
+    )  # fmt: skip

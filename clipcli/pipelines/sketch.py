@@ -373,9 +373,12 @@ def sketch_target(
 # ---------------------------------------------------------------- files
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SketchSettings:
-    """The command's options; the defaults are the official run's."""
+    """The command's options; the defaults are the official run's.
+
+    Keyword-only: ten numbers in a row are easily passed in the wrong order.
+    """
 
     strokes: int = 16
     iterations: int = 2000
