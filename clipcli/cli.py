@@ -964,9 +964,9 @@ projection: 112x112x8 voxel grid, 7x7 max-pool, 3x3 Gaussian, max over depth,
 inverted; --projection v1: 6 perspective depth maps, harmonic mean per pixel),
 each view goes through CLIP, and the weighted, normalised view features are
 matched with the class prompts (scale 100 for V2, CLIP's logit scale for V1).
-Inputs: .ply .pcd .xyz .txt .csv .npy .npz .off .obj (meshes are sampled on
-their surface) and ModelNet40/ScanObjectNN HDF5 files (every shape, or
---h5-index N).
+Inputs: .ply .pcd .xyz .txt .csv .npy .npz .off .obj .stl .glb .gltf .3mf
+(meshes are sampled on their surface, scenes placed by their transforms) and
+ModelNet40/ScanObjectNN HDF5 files (every shape, or --h5-index N).
 
 Differences from the official code, which reads PointNet HDF5 sets that are
 already y-up and in the unit sphere and keeps their first 1024 points: user
