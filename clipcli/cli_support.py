@@ -12,6 +12,7 @@ import inspect
 import json
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -78,7 +79,8 @@ def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
                 from clipcli.models.device import check_device_spec
 
                 common = Common(device=check_device_spec(device), quiet=quiet, json=json_output, debug=debug)
-                with sigterm_as_interrupt():  # `kill` cleans up as Ctrl-C does: temp files, open transactions
+                with sigterm_as_interrupt(), warnings.catch_warnings():  # `kill` cleans up as Ctrl-C does
+                    warnings.showwarning = ui.show_warning
                     return func(*args, common=common, **own_kwargs)
             except ClipcliError as err:
                 if getattr(err, "already_reported", False):

@@ -50,6 +50,12 @@ def notice(message: str) -> None:
         stderr.print(message, markup=False, soft_wrap=True)
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` as one notice line: no source path or code line from the library that warned."""
+    text = str(message).strip().splitlines()
+    notice(f"warning: {text[0] if text else category.__name__}")
+
+
 def progress(*, transfer: bool = False) -> Progress:
     """A rich progress bar on stderr, disabled when quiet or not on a terminal."""
     columns = [TextColumn("{task.description}", markup=False), BarColumn()]  # descriptions hold file names

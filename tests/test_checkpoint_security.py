@@ -258,3 +258,16 @@ def test_unusable_hash_cache_is_rebuilt_when_loading(imported_vit, entry):
     assert weights.resolve_weights("my-vit") == imported_vit
     digest = hashlib.sha256(imported_vit.read_bytes()).hexdigest()
     assert json.loads(cache.read_text())[str(imported_vit)] == [stat.st_size, stat.st_mtime_ns, digest]
+
+
+def test_legacy_checkpoint_claiming_a_huge_storage_is_a_clean_one_line_error(tmp_path):
+    """torch's own message for this prints "%ld" unformatted; the file is named and the fault said plainly."""
+    path = tmp_path / "legacy.pt"
+    torch.save({"w": torch.ones(3)}, path, _use_new_zipfile_serialization=False)
+    data = bytearray(path.read_bytes())
+    assert int.from_bytes(data[-20:-12], "little") == 3  # the storage's element count, before its 3 floats
+    data[-20:-12] = (1_500_000_000).to_bytes(8, "little")
+    path.write_bytes(bytes(data))
+    with pytest.raises(BadInputError) as caught:
+        load_checkpoint(path)
+    assert str(caught.value) == f"{path}: damaged checkpoint (a tensor's storage size does not match its data)"

@@ -106,12 +106,18 @@ def _name_of_open_file(handle: BinaryIO, path: Path) -> str:
 
 def _pickled_state_dict(path: Path, trust: bool) -> dict:
     try:
-        loaded = torch.load(path, map_location="cpu", weights_only=not trust)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)  # torch's, not the user's
+            loaded = torch.load(path, map_location="cpu", weights_only=not trust)
     except pickle.UnpicklingError as err:
         if not trust and "weights_only" in str(err).lower().replace(" ", "_"):
             raise BadInputError(f"checkpoint needs code execution to load; {TRUST_HINT}", path) from err
         raise BadInputError(f"not a PyTorch checkpoint ({_first_line(err)})", path) from err
-    except Exception as err:  # torch raises KeyError, EOFError, RuntimeError... on junk
+    except RuntimeError as err:
+        if "storage has wrong byte size" in str(err):  # torch's message here prints "%ld" unformatted
+            raise BadInputError("damaged checkpoint (a tensor's storage size does not match its data)", path) from err
+        raise BadInputError(f"not a PyTorch checkpoint ({_first_line(err)})", path) from err
+    except Exception as err:  # torch raises KeyError, EOFError... on junk
         raise BadInputError(f"not a PyTorch checkpoint ({_first_line(err)})", path) from err
     if not isinstance(loaded, dict):
         raise BadInputError(f"checkpoint holds a {type(loaded).__name__}, not a dict of tensors", path)
