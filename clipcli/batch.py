@@ -157,6 +157,8 @@ def expand_inputs(
         path = Path(item)
         if path.is_dir():
             found += sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in extensions)
+        elif path.exists() and not path.is_file():  # reading a FIFO would wait for a writer forever
+            raise BadInputError("not a regular file (pipes, sockets and devices are not read)", path)
         elif path.exists() or path.is_symlink():
             found.append(path)
         elif any(ch in str(item) for ch in "*?["):

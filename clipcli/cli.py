@@ -131,13 +131,16 @@ def models_import(
     file: Annotated[Path, typer.Argument(help="Checkpoint file to copy into the models folder.")],
     name: Annotated[str | None, typer.Option("--name", help="Name for a file that is not a known release.")] = None,
     trust_checkpoint: TrustCheckpoint = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the model already stored under this name.")
+    ] = False,
     *,
     common: Common,
 ) -> None:
     """Store a checkpoint under its release name (by sha256) or under --name; use it as --model NAME."""
     from clipcli.pipelines import weights as weights_pipeline
 
-    row = weights_pipeline.import_model(file, name, trust_checkpoint)
+    row = weights_pipeline.import_model(file, name, trust_checkpoint, overwrite)
     if common.json:
         print_json(row)
     else:

@@ -15,7 +15,9 @@ from pathlib import Path
 import clip
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from clipcli.cli import app
 from clipcli.errors import BadInputError, WeightsUnavailableError
 from clipcli.models import clip_loader, load_clip, resolve_device, weights
 from clipcli.models.checkpoint import load_checkpoint
@@ -263,3 +265,34 @@ def test_trusted_import_of_torchscript_stores_plain_tensors_that_load_by_name_un
     reloaded, _ = load_clip("my-jit", device="cpu")
     for key, value in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[key], value)
+
+
+def test_import_under_a_name_that_holds_another_model_is_refused_unless_overwrite(
+    tiny_rn_path, tiny_vit_path, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CLIPCLI_MODELS", str(tmp_path / "models"))
+    first = weights.import_weights(tiny_rn_path, "a/b")
+    again = weights.import_weights(tiny_rn_path, "a/b")  # the same file again: nothing to do
+    assert again.path == first.path and again.verified is True
+    for name in ("a/b", "a-b"):  # both are stored as a-b.pt
+        with pytest.raises(BadInputError, match="already holds another model; pass --overwrite"):
+            weights.import_weights(tiny_vit_path, name)
+    assert sha256(first.path) == sha256(tiny_rn_path)
+    replaced = weights.import_weights(tiny_vit_path, "a-b", overwrite=True)
+    assert sha256(replaced.path) == sha256(tiny_vit_path) and replaced.verified is True
+
+
+def test_models_import_cli_refuses_to_replace_a_model_in_one_line_and_replaces_with_overwrite(
+    tiny_rn_path, tiny_vit_path, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("CLIPCLI_MODELS", str(tmp_path / "models"))
+    invoke = functools.partial(CliRunner().invoke, app)
+    assert invoke(["models", "import", str(tiny_rn_path), "--name", "mine"]).exit_code == 0
+    refused = invoke(["models", "import", str(tiny_vit_path), "--name", "mine"])
+    assert refused.exit_code == 2
+    assert refused.stderr.strip().splitlines() == [
+        f"error: {tiny_vit_path}: {tmp_path / 'models' / 'mine.pt'} already holds another model; "
+        "pass --overwrite to replace it"
+    ]
+    assert invoke(["models", "import", str(tiny_vit_path), "--name", "mine", "--overwrite"]).exit_code == 0
+    assert sha256(tmp_path / "models" / "mine.pt") == sha256(tiny_vit_path)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
@@ -363,3 +364,13 @@ def test_audio_tag_image_folder_leaves_out_temp_files(tmp_path):
     make_input(tmp_path / "empty" / leftover_temp_name(tmp_path / "empty"))
     with pytest.raises(BadInputError, match="empty: no images"):
         audio._image_folder(tmp_path / "empty")
+
+
+def test_a_named_pipe_is_refused_instead_of_waiting_for_a_writer(tmp_path):
+    fifo = tmp_path / "photo.png"
+    os.mkfifo(fifo)
+    with pytest.raises(BadInputError) as caught:
+        expand_inputs([fifo], IMAGE_EXTENSIONS)
+    assert str(caught.value) == f"{fifo}: not a regular file (pipes, sockets and devices are not read)"
+    make_input(tmp_path / "real.png")
+    assert expand_inputs([tmp_path], IMAGE_EXTENSIONS) == [tmp_path / "real.png"]  # folders skip it silently

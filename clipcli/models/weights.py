@@ -333,7 +333,7 @@ def verify(name_or_path: str) -> WeightsStatus:
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/+-]*$")
 
 
-def import_weights(file: str | Path, name: str | None = None, check=None) -> WeightsStatus:
+def import_weights(file: str | Path, name: str | None = None, check=None, overwrite: bool = False) -> WeightsStatus:
     """Copy a checkpoint into the models folder under its release name or `name`.
 
     A file whose sha256 matches a release is stored under that release's name;
@@ -342,6 +342,7 @@ def import_weights(file: str | Path, name: str | None = None, check=None) -> Wei
     `verify` can later tell whether it changed. Where `check` returns a state
     dict, those tensors are stored instead of the file's bytes: a checkpoint
     trusted once at import then loads by name as plain tensors, running nothing.
+    A name that already holds another file is refused unless `overwrite`.
     """
     source = Path(file)
     if not source.is_file():
@@ -355,9 +356,13 @@ def import_weights(file: str | Path, name: str | None = None, check=None) -> Wei
             raise BadInputError(f"sha256 does not match the release {name}; choose another --name", source)
         if not _NAME_PATTERN.match(name):
             raise BadInputError(f"--name {name!r}: use letters, digits and . _ - @ / + only")
-    tensors = check(source) if known is None and check is not None else None
     target_name = known.name if known else name
     dest = models_folder() / file_name_for(target_name)
+    if dest.exists() and not overwrite:
+        if fresh_sha256(dest) == digest:
+            return status_of(target_name, dest)  # already imported
+        raise BadInputError(f"{dest} already holds another model; pass --overwrite to replace it", source)
+    tensors = check(source) if known is None and check is not None else None
     with atomic_path(dest) as tmp:
         if tensors is None:
             shutil.copyfile(source, tmp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -46,6 +47,7 @@ def _check_clip_checkpoint(path: Path, trust: bool) -> dict | None:
     return {key: value for key, value in state_dict.items() if isinstance(value, torch.Tensor)}
 
 
-def import_model(file: str | Path, name: str | None = None, trust: bool = False) -> dict:
-    status = weights.import_weights(file, name, check=lambda path: _check_clip_checkpoint(path, trust))
+def import_model(file: str | Path, name: str | None = None, trust: bool = False, overwrite: bool = False) -> dict:
+    check = functools.partial(_check_clip_checkpoint, trust=trust)
+    status = weights.import_weights(file, name, check=check, overwrite=overwrite)
     return status.as_dict()
