@@ -2,13 +2,13 @@
 
 Typer reads these annotations to build the parser, so this module stays light
 (no torch): `clipcli --help` and a rejected option must answer at once. Mode
-options are `StrEnum`s, so the parser itself refuses a bad value and lists the
+options are string enums, so the parser itself refuses a bad value and lists the
 choices; their members are plain strings to the pipelines.
 """
 
 from __future__ import annotations
 
-from enum import StrEnum
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,15 +17,27 @@ import typer
 OUTPUT_NAMING = (
     "files are named after each input without its extension; inputs that would write the same file name are refused"
 )
+
+
+class Choice(str, Enum):
+    """A mode option's values: strings that print as themselves (enum.StrEnum needs Python 3.11)."""
+
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
 MODEL_HELP = "CLIP model: a release name (RN50, ViT-B/32, ...), a name given to `models import`, or a checkpoint file"
 
 
-class Projection(StrEnum):
+class Projection(Choice):
     V2 = "v2"
     V1 = "v1"
 
 
-class Subsample(StrEnum):
+class Subsample(Choice):
     """How a point cloud is cut down to --points."""
 
     FPS = "fps"
@@ -33,25 +45,25 @@ class Subsample(StrEnum):
     FIRST = "first"
 
 
-class UpAxis(StrEnum):
+class UpAxis(Choice):
     Y = "y"
     Z = "z"
 
 
-class FrameSampling(StrEnum):
+class FrameSampling(Choice):
     """Which frames of a video are embedded (fps: frames per second, CLIP4Clip's loader)."""
 
     UNIFORM = "uniform"
     FPS = "fps"
 
 
-class AnnMode(StrEnum):
+class AnnMode(Choice):
     AUTO = "auto"
     ON = "on"
     OFF = "off"
 
 
-class Colormap(StrEnum):
+class Colormap(Choice):
     MAGMA = "magma"
     INFERNO = "inferno"
     PLASMA = "plasma"
@@ -61,18 +73,18 @@ class Colormap(StrEnum):
     BONE = "bone"
 
 
-class FeatureLayout(StrEnum):
+class FeatureLayout(Choice):
     VQA = "vqa"
     CAPTION = "caption"
     POOLED = "pooled"
 
 
-class Dtype(StrEnum):
+class Dtype(Choice):
     FLOAT16 = "float16"
     FLOAT32 = "float32"
 
 
-class Animation(StrEnum):
+class Animation(Choice):
     GIF = "gif"
     MP4 = "mp4"
 

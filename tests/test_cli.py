@@ -317,3 +317,13 @@ def test_sketch_options_reach_their_settings_by_name(tmp_path, monkeypatch):
         strokes=7, iterations=11, seeds=2, width=2.5, augmentations=3, lr=0.5, patience=4, seed=9,
         early_stop=False, cuda_graphs=False,
     )  # fmt: skip
+
+
+def test_mode_choices_are_plain_strings_that_print_as_their_values():
+    """Pipelines get enum members: they must compare, print and format as the bare value on every Python."""
+    from clipcli.options import Choice, Colormap
+
+    assert len(Choice.__subclasses__()) >= 9
+    member = Colormap.MAGMA
+    assert member == "magma" and str(member) == "magma" and f"{member}" == "magma" and f"{member:>6}" == " magma"
+    assert isinstance(member, str)
