@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 
 import numpy as np
 import pytest
@@ -167,7 +168,8 @@ def test_wav_with_cut_data_chunk_returns_what_is_there(tmp_path):
     written = write_tone(path, 440.0, 1.0, 16000, subtype="PCM_16")
     header = 44  # canonical PCM wav header, as libsndfile writes it
     path.write_bytes(path.read_bytes()[: header + 2 * 1000])
-    wave = load_audio(path, 16000)
+    with pytest.warns(audio.TruncatedAudioWarning, match="2000 of the 32000 audio bytes"):
+        wave = load_audio(path, 16000)
     np.testing.assert_allclose(wave, written[:1000, 0], atol=1 / 32768)
 
 
@@ -226,3 +228,30 @@ def test_metadata_that_is_not_utf8_does_not_stop_decoding(tmp_path):
     wave = load_audio(path, 44100)
     assert abs(len(wave) - 44100) < 2048
     assert dominant_frequency(wave, 44100) == pytest.approx(440.0, abs=5)
+
+
+def test_a_wav_cut_short_is_read_with_a_warning_naming_what_is_missing(tmp_path):
+    whole = tmp_path / "whole.wav"
+    write_tone(whole, 440, 1.0, 16000)  # 16-bit mono: 32,000 data bytes after a 44-byte header
+    cut = tmp_path / "cut.wav"
+    cut.write_bytes(whole.read_bytes()[:3000])
+    with pytest.warns(audio.TruncatedAudioWarning) as caught:
+        wave = load_audio(cut, 16000)
+    assert str(caught[0].message) == (
+        f"{cut}: truncated WAV: 2956 of the 32000 audio bytes its header declares; using what is there"
+    )
+    assert len(wave) == 2956 // 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_audio(whole, 16000)) == 16000
+
+
+def test_a_streamed_wav_with_an_unknown_data_size_is_not_called_truncated(tmp_path):
+    path = tmp_path / "stream.wav"
+    write_tone(path, 440, 0.1, 16000)
+    data = bytearray(path.read_bytes())
+    data[40:44] = (0xFFFFFFFF).to_bytes(4, "little")  # the data chunk's size, as live writers leave it
+    path.write_bytes(bytes(data))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_audio(path, 16000)

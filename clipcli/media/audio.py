@@ -9,6 +9,8 @@ than a name, so paths that are not valid UTF-8 work the same as any other.
 from __future__ import annotations
 
 import math
+import struct
+import warnings
 from pathlib import Path
 from typing import BinaryIO
 
@@ -45,11 +47,16 @@ AUDIO_EXTENSIONS = (
 _HEADERLESS_EXTENSIONS = (".raw", ".pcm")
 
 
+class TruncatedAudioWarning(UserWarning):
+    """A file holds less audio than its header declares; what is there is used."""
+
+
 def load_audio(path: str | Path, sr: int) -> np.ndarray:
     """Decode `path` to a mono float32 waveform in [-1, 1] sampled at `sr` Hz.
 
-    Channels are averaged. A truncated file yields the samples that decode;
-    a file where nothing decodes raises BadInputError.
+    Channels are averaged. A truncated file yields the samples that decode
+    (a WAV cut short says so with a TruncatedAudioWarning); a file where
+    nothing decodes raises BadInputError.
     """
     _check_file(path)
     channels_first, orig_sr = _decode(path)
@@ -102,11 +109,43 @@ def _decode(path: str | Path) -> tuple[np.ndarray, int]:
     except OSError as error:
         raise BadInputError(f"cannot open ({error.strerror or error})", path) from error
     with handle:
+        _warn_if_wav_is_cut_short(handle, path)
         try:
             return _decode_soundfile(handle)
         except sf.SoundFileError:
             handle.seek(0)
             return _decode_pyav(handle, path)
+
+
+def _warn_if_wav_is_cut_short(handle: BinaryIO, path: str | Path) -> None:
+    """Compare a RIFF WAV's declared data size with the bytes that follow it.
+
+    libsndfile quietly reads what is there; a download cut short should not
+    pass for a short recording. Streaming writers that leave the size at 0 or
+    0xFFFFFFFF are not truncated.
+    """
+    size = handle.seek(0, 2)
+    handle.seek(0)
+    header = handle.read(12)
+    if header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+        handle.seek(0)
+        return
+    position = 12
+    while position + 8 <= size:
+        handle.seek(position)
+        chunk_id, chunk_size = struct.unpack("<4sI", handle.read(8))
+        if chunk_id == b"data":
+            present = size - position - 8
+            if 0 < chunk_size < 0xFFFFFFFF and present < chunk_size:
+                warnings.warn(
+                    f"{path}: truncated WAV: {present} of the {chunk_size} audio bytes its header declares; "
+                    "using what is there",
+                    TruncatedAudioWarning,
+                    stacklevel=2,
+                )
+            break
+        position += 8 + chunk_size + (chunk_size & 1)
+    handle.seek(0)
 
 
 def _decode_soundfile(handle: BinaryIO) -> tuple[np.ndarray, int]:
