@@ -27,7 +27,7 @@ ROW_KINDS = {
     "decode": {"decode"},
     "depth": {"depth-photo", "depth"},
     "features": {"features"},
-    "point": {"point-projection", "point-classify", "point-large-cloud"},
+    "point": {"point-projection", "point-classify", "point-large-cloud", "point-large-mesh"},
     "retrieve": {"retrieve-sampling", "retrieve-index", "retrieve-query", "retrieve-index-load"}
     | ({"retrieve-ann"} if faiss_available() else set()),
     "sketch": {"sketch-rasterize", "sketch-optimise"},
