@@ -191,6 +191,7 @@ def _without_generated(paths: list[Path], outputs: OutputNames | None) -> list[P
             raise BadInputError("is this command's own output in --out; use another --out to read it", own[0])
         raise BadInputError("is the temp file of an interrupted write", temp[0])
     if own:
+        assert outputs is not None  # only `outputs` marks a file as the command's own
         ui.notice(f"left out {len(own)} file(s) that this command wrote in {outputs.out}")
     return kept
 

@@ -83,7 +83,7 @@ def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
                     warnings.showwarning = ui.show_warning
                     return func(*args, common=common, **own_kwargs)
             except ClipcliError as err:
-                if getattr(err, "already_reported", False):
+                if err.already_reported:
                     raise typer.Exit(err.exit_code) from None
                 fail(str(err), err.exit_code, debug)
             except KeyboardInterrupt:
@@ -95,8 +95,9 @@ def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
                     f"internal error: {type(err).__name__}: {err} (rerun with --debug for a traceback)", EXIT_BUG, debug
                 )
 
-        wrapper.__signature__ = signature.replace(parameters=own + _COMMON_PARAMETERS)
-        wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+        exposed = signature.replace(parameters=own + _COMMON_PARAMETERS)
+        wrapper.__signature__ = exposed  # type: ignore[attr-defined]  # read by inspect.signature; typeshed omits it
+        wrapper.__annotations__ = {p.name: p.annotation for p in exposed.parameters.values()}
         app.command(name, **kwargs)(wrapper)
         return func
 

@@ -18,6 +18,7 @@ class ClipcliError(Exception):
     """Base class: anything the CLI turns into `error: <message>` and an exit code."""
 
     exit_code = EXIT_BUG
+    already_reported = False  # True when the message was printed where it arose; the CLI then only exits
 
 
 class BadInputError(ClipcliError):

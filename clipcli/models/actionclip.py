@@ -165,6 +165,7 @@ def fusion_from_state_dict(fusion_state: dict, clip_state: dict, source: str | P
     width = int(clip_state["text_projection"].shape[1])
     table = state.get("frame_position_embeddings.weight")
     positions = int(table.shape[0]) if table is not None else int(clip_state["positional_embedding"].shape[0])
+    head: nn.Module
     if not state:
         head = MeanFusion()
     elif "transformer.cls_token" in state:

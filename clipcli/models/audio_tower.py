@@ -161,6 +161,8 @@ class ESResNeXtFBSP(nn.Module):
     so a duplicated stereo signal is not the same as its mono version.
     """
 
+    window: torch.Tensor  # a buffer, so it follows the module's device
+
     def __init__(self, embed_dim: int = 1024, layers: tuple[int, int, int, int] = (3, 4, 6, 3)):
         super().__init__()
         self.fbsp = LinearFBSP(N_BINS, normalized=True)

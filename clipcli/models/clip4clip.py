@@ -177,6 +177,7 @@ def build_head(head_state: dict, text_width: int, source: str | Path) -> MeanPHe
             source,
         )
     count, width = positions.shape
+    head: MeanPHead
     if has_transf:
         # CLIP4Clip: heads = text transformer width // 64, layers from the checkpoint (--cross_num_hidden_layers).
         head = SeqTransfHead(

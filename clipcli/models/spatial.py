@@ -39,7 +39,8 @@ def attention_pool(pool: AttentionPool2d, grid: torch.Tensor) -> torch.Tensor:
     """
     x = grid.flatten(start_dim=2).permute(2, 0, 1)  # (hw)BC
     x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
-    positions = resize_grid_embedding(pool.positional_embedding, tuple(grid.shape[-2:]))
+    height, width = grid.shape[-2:]
+    positions = resize_grid_embedding(pool.positional_embedding, (height, width))
     x = x + positions[:, None, :].to(x.dtype)
     x, _ = F.multi_head_attention_forward(
         query=x[:1],

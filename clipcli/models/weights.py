@@ -187,7 +187,7 @@ def looks_like_path(name_or_path: str) -> bool:
 
 def find_local(name: str) -> tuple[Path | None, list[str]]:
     """The first verified copy of `name` in the search folders, and what was wrong with others."""
-    problems = []
+    problems: list[str] = []
     for folder in search_folders():
         candidate = folder / file_name_for(name)
         if not candidate.is_file():
@@ -356,7 +356,9 @@ def import_weights(file: str | Path, name: str | None = None, check=None, overwr
             raise BadInputError(f"sha256 does not match the release {name}; choose another --name", source)
         if not _NAME_PATTERN.match(name):
             raise BadInputError(f"--name {name!r}: use letters, digits and . _ - @ / + only")
-    target_name = known.name if known else name
+        target_name = name
+    else:
+        target_name = known.name
     dest = models_folder() / file_name_for(target_name)
     if dest.exists() and not overwrite:
         if fresh_sha256(dest) == digest:
