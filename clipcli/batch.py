@@ -16,40 +16,51 @@ import fnmatch
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipcli import ui
 from clipcli.errors import BadInputError, PartialFailure
+from clipcli.prefetch import read_ahead
 
 
 def run_batch(
     inputs: Sequence[Path],
-    process: Callable[[Path], dict],
+    process: Callable[..., dict],
     *,
     description: str,
     done: Callable[[Path], bool] | None = None,
+    read: Callable[[Path], object] | None = None,
+    workers: int = 0,
 ) -> list[dict]:
-    """`process(path)` for each input, collecting one result dict per input.
+    """`process(path)` for each input, collecting one result dict per input, in input order.
 
-    `done(path)` true means the outputs already exist: the input is skipped.
-    A `BadInputError` marks that input failed and the batch goes on.
+    `done(path)` true means the outputs already exist: the input is skipped
+    (and not read). With `read`, inputs are read ahead on `workers` threads
+    (`clipcli.prefetch`) and the call is `process(path, read(path))`. A
+    `BadInputError` from either marks that input failed and the batch goes on.
     """
-    results = []
-    with ui.progress() as bar:
-        task = bar.add_task(description, total=len(inputs))
-        for path in inputs:
-            if done is not None and done(path):
-                results.append({"input": str(path), "status": "skipped", "reason": "outputs exist (use --overwrite)"})
-            else:
-                try:
-                    results.append({"input": str(path), "status": "ok", **process(path)})
-                except BadInputError as err:
-                    ui.stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-                    results.append({"input": str(path), "status": "failed", "error": str(err)})
+    skipped = {"status": "skipped", "reason": "outputs exist (use --overwrite)"}
+    rows = [{"input": str(path), **skipped} if done is not None and done(path) else None for path in inputs]
+    todo = [(position, path) for position, path in enumerate(inputs) if rows[position] is None]
+    if read is None:
+        values: Generator[tuple[tuple[int, Path], object], None, None] = ((entry, None) for entry in todo)
+    else:
+        values = read_ahead(todo, lambda entry: read(entry[1]), workers=workers)
+    with ui.progress() as bar, contextlib.closing(values):
+        task = bar.add_task(description, total=len(inputs), completed=len(inputs) - len(todo))
+        for (position, path), value in values:
+            try:
+                if isinstance(value, BadInputError):
+                    raise value
+                data = process(path) if read is None else process(path, value)
+                rows[position] = {"input": str(path), "status": "ok", **data}
+            except BadInputError as err:
+                ui.stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
+                rows[position] = {"input": str(path), "status": "failed", "error": str(err)}
             bar.advance(task)
-    return results
+    return [row for row in rows if row is not None]
 
 
 def raise_for_failures(results: list[dict]) -> None:

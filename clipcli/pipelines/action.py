@@ -23,8 +23,7 @@ import math
 import os
 import re
 import weakref
-from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -368,37 +367,6 @@ def write_timeline(path: Path, out: Path, spans, probabilities: np.ndarray, labe
     return target
 
 
-class Prefetcher:
-    """Runs `load(path)` for the next few paths in threads while the caller works on the current one.
-
-    Decoding releases the GIL, so on a GPU the decoder, not the model, sets the pace.
-    """
-
-    def __init__(self, paths: Sequence[Path], load: Callable[[Path], object], ahead: int):
-        self._paths, self._load, self._ahead = list(paths), load, ahead
-        self._position = {path: i for i, path in enumerate(self._paths)}
-        self._futures: dict[Path, Future] = {}
-        self._submitted = 0
-        self._pool = ThreadPoolExecutor(max_workers=ahead) if ahead > 0 else None
-
-    def get(self, path: Path):
-        if self._pool is None:
-            return self._load(path)
-        limit = min(len(self._paths), self._position[path] + 1 + self._ahead)
-        while self._submitted < limit:
-            upcoming = self._paths[self._submitted]
-            self._futures[upcoming] = self._pool.submit(self._load, upcoming)
-            self._submitted += 1
-        return self._futures.pop(path).result()
-
-    def __enter__(self) -> Prefetcher:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-
-
 def run(
     videos: Sequence[Path],
     *,
@@ -443,10 +411,15 @@ def run(
     def load(path: Path):
         return sample_video(path, classifier.num_frames, SAMPLING)
 
-    ahead = min(4, os.cpu_count() or 1) if len(videos) > 1 else 0
-    with Prefetcher(videos, load, ahead) as prefetch:
-        return run_batch(
-            videos,
-            lambda path: {**labels_info, **classify_video(classifier, path, top_k, prefetch.get(path))},
-            description="classify-action",
-        )
+    return run_batch(
+        videos,
+        lambda path, clip: {**labels_info, **classify_video(classifier, path, top_k, clip)},
+        description="classify-action",
+        read=load,
+        workers=decode_workers(len(videos)),
+    )
+
+
+def decode_workers(count: int) -> int:
+    """Threads decoding the next videos while one is classified: none for a single video, at most 4."""
+    return min(4, os.cpu_count() or 1) if count > 1 else 0

@@ -13,9 +13,7 @@ windows' normalised embeddings; each window is also scored on its own (the timel
 from __future__ import annotations
 
 import functools
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +34,7 @@ from clipcli.models.audio_tower import SAMPLE_RATE
 from clipcli.models.audioclip import AudioCLIP, load_audioclip
 from clipcli.models.prompts import text_classifier
 from clipcli.models.weights import file_sha256, resolve_weights
+from clipcli.prefetch import read_ahead
 from clipcli.store.cache import cache_folder, read_cache, write_cache
 
 __all__ = ["AudioCLIP", "load_audioclip", "run", "zero_shot_scores", "split_windows", "pad_to_window"]
@@ -269,28 +268,6 @@ def _decode(index: int, path: Path, length: int, raw_scale: bool) -> DecodedClip
     return DecodedClip(index, path, padded, starts, length, wave.shape[-1], not bool(np.any(wave)))
 
 
-def _decode_ahead(
-    paths: Sequence[Path], length: int, raw_scale: bool, workers: int = 2, ahead: int = 8
-) -> Iterator[tuple[int, Path, DecodedClip | BadInputError]]:
-    """Decode files in order, up to `ahead` of them in background threads while the model runs."""
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[tuple[int, Path, Future]] = deque()
-        queue = iter(enumerate(paths))
-        for index, path in queue:
-            pending.append((index, path, pool.submit(_decode, index, path, length, raw_scale)))
-            if len(pending) >= ahead:
-                break
-        while pending:
-            index, path, future = pending.popleft()
-            following = next(queue, None)
-            if following is not None:
-                pending.append((*following, pool.submit(_decode, *following, length, raw_scale)))
-            try:
-                yield index, path, future.result()
-            except BadInputError as err:
-                yield index, path, err
-
-
 @torch.inference_mode()
 def embed_clips(model: AudioCLIP, clips: Sequence[DecodedClip], batch_size: int) -> list[torch.Tensor]:
     """Audio embeddings `[n_windows, D]` per clip, with windows of several clips batched together."""
@@ -410,8 +387,9 @@ def run(
                 bar.advance(task)
             pending.clear()
 
-        for index, path, decoded in _decode_ahead(inputs, length, raw_scale):
-            if isinstance(decoded, BadInputError):
+        decode = functools.partial(_decode, length=length, raw_scale=raw_scale)
+        for (index, path), decoded in read_ahead(enumerate(inputs), lambda item: decode(*item), workers=2, ahead=8):
+            if not isinstance(decoded, DecodedClip):
                 ui.stderr.print(f"error: {decoded}", markup=False, highlight=False, soft_wrap=True)
                 results[index] = {"input": str(path), "status": "failed", "error": str(decoded)}
                 bar.advance(task)

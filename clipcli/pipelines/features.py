@@ -28,11 +28,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +46,7 @@ from clipcli.models import load_clip
 from clipcli.models.grid import resnet_layer4
 from clipcli.models.normalize import clip_normalize
 from clipcli.models.spatial import attention_pool, vit_patch_grid, vit_tokens
+from clipcli.prefetch import read_ahead
 from clipcli.store.atomic import atomic_path
 
 LAYOUTS = ("vqa", "caption", "pooled")
@@ -179,30 +178,10 @@ def check_outputs(images: Sequence[Path], out: Path, layout: str) -> None:
 # ---------------------------------------------------------------- reading ahead
 
 
-def _attempt(prepare: Callable[[Path], object], path: Path) -> object:
-    try:
-        return prepare(path)
-    except BadInputError as err:
-        return err
-
-
-def read_ahead(paths: Sequence[Path], prepare: Callable[[Path], object], workers: int, ahead: int) -> Iterator:
-    """`(path, prepare(path) or its BadInputError)` in order; up to `ahead` images are decoded in advance."""
-    with ThreadPoolExecutor(max(1, workers)) as pool:
-        remaining = iter(paths)
-        pending = deque((path, pool.submit(_attempt, prepare, path)) for path in islice(remaining, ahead))
-        while pending:
-            path, future = pending.popleft()
-            following = next(remaining, None)
-            if following is not None:
-                pending.append((following, pool.submit(_attempt, prepare, following)))
-            yield path, future.result()
-
-
 def batches(paths: Sequence[Path], prepare, batch_size: int, workers: int) -> Iterator[tuple[list, list, list]]:
     """Groups of `(paths, arrays)` of up to `batch_size` readable images, with the failures met on the way."""
     good, arrays, failed = [], [], []
-    for path, result in read_ahead(paths, prepare, workers, ahead=2 * batch_size):
+    for path, result in read_ahead(paths, prepare, workers=max(1, workers), ahead=2 * batch_size):
         if isinstance(result, BadInputError):
             failed.append((path, result))
         else:

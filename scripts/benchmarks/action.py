@@ -28,6 +28,7 @@ def bench_action(args: argparse.Namespace, device: torch.device) -> list[dict]:
     from clipcli.models.actionclip import MeanFusion, TransformerFusion
     from clipcli.models.text_encoder import encode_prompts
     from clipcli.pipelines import action
+    from clipcli.prefetch import read_ahead
 
     frames, model = 8, random_clip("ViT-B/32", device, args.tiny)
     names400 = action.load_label_set("kinetics400")
@@ -79,9 +80,9 @@ def bench_action(args: argparse.Namespace, device: torch.device) -> list[dict]:
         decode_s = time.perf_counter() - start
         for ahead in (0, min(4, os.cpu_count() or 1)):
             start = time.perf_counter()
-            with torch.inference_mode(), action.Prefetcher(videos, load, ahead) as prefetch:
-                for path in videos:
-                    action.classify_video(classifier, path, 5, prefetch.get(path))
+            with torch.inference_mode():
+                for path, sampled in read_ahead(videos, load, workers=ahead):
+                    action.classify_video(classifier, path, 5, sampled)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - start

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections import deque
-from collections.abc import Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from clipcli.errors import BadInputError, PartialFailure
 from clipcli.media.sampling import FPS, KEYFRAMES, UNIFORM, sample_video
 from clipcli.models.frames import preprocess_frames
 from clipcli.pipelines.retrieve.model import Retriever
+from clipcli.prefetch import read_ahead
 from clipcli.store.index import Failure, VideoIndex, VideoRecord
 
 DEFAULT_FRAMES = 12  # CLIP4Clip's --max_frames for MSR-VTT, MSVD and LSMDC
@@ -139,36 +138,15 @@ def update_index(
     return summary
 
 
-def _decoded_stream(
-    paths: Sequence[Path], frames: int, sampling: str, resolution: int, workers: int
-) -> Iterator[tuple[Path, DecodedVideo | BaseException]]:
-    """Decoded videos in order, `workers` at a time ahead, so memory stays bounded."""
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="clipcli-decode")
-    pending: deque[tuple[Path, Future]] = deque()
-    queue = iter(paths)
-    try:
-        for path in queue:
-            pending.append((path, pool.submit(decode_video, path, frames, sampling, resolution)))
-            if len(pending) >= 2 * workers:
-                break
-        while pending:
-            path, future = pending.popleft()
-            try:
-                yield path, future.result()
-            except _DECODE_ERRORS as err:
-                yield path, err
-            following = next(queue, None)
-            if following is not None:
-                pending.append((following, pool.submit(decode_video, following, frames, sampling, resolution)))
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
-
-
 def _embed(index, retriever, paths, summary, frames, sampling, batch_videos, workers) -> None:
     workers = workers or max(1, min(4, os.cpu_count() or 1))
     batch: list[DecodedVideo] = []
     failures: list[Failure] = []
-    stream = _decoded_stream(paths, frames, sampling, retriever.resolution, workers)
+
+    def decode(path: Path) -> DecodedVideo:
+        return decode_video(path, frames, sampling, retriever.resolution)
+
+    stream = read_ahead(paths, decode, workers=workers, errors=_DECODE_ERRORS)  # memory: 2 x workers videos
     with ui.progress() as bar, contextlib.closing(stream):
         task = bar.add_task(_progress_text(summary), total=len(paths))
         for path, decoded in stream:
