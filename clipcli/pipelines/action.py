@@ -274,9 +274,10 @@ def resolve_frames(requested: int | None, fusion) -> int:
         raise BadInputError(f"--frames {requested}: this {fusion.kind} checkpoint was trained on {fixed} frames")
     if fixed is not None:
         return fixed
-    positions = getattr(fusion, "frame_position_embeddings", None)
-    if isinstance(fusion, TransformerFusion) and (requested or DEFAULT_FRAMES) > positions.num_embeddings:
-        raise BadInputError(f"--frames {requested}: this Transf head has positions for {positions.num_embeddings}")
+    if isinstance(fusion, TransformerFusion):
+        positions = fusion.frame_position_embeddings.num_embeddings
+        if (requested or DEFAULT_FRAMES) > positions:
+            raise BadInputError(f"--frames {requested}: this Transf head has positions for {positions}")
     if requested is None and not isinstance(fusion, MeanFusion):
         ui.notice(
             f"the checkpoint does not record its frame count; using {DEFAULT_FRAMES} "

@@ -357,7 +357,8 @@ def run(
     model = load_audioclip(model_path, device, trust_checkpoint=trust_checkpoint)
     results: list[dict | None] = [None] * len(inputs)
     image_failures: list[dict] = []
-    kept_images, features_of_images = [], None
+    kept_images: list[Path] = []
+    features_of_images = None
     if image_paths:
         cache = ImageFeatureCache(_cache_file(model_path, model))
         kept_images, features_of_images, image_failures = image_features(model, image_paths, cache, batch_size)

@@ -77,13 +77,13 @@ def vqa_pixels(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 -> 600x1000x3 uint8, resized twice with PIL bilinear as the official mapper does."""
     image = Image.fromarray(rgb)
     height, width = shortest_edge_size(*rgb.shape[:2])
-    image = image.resize((width, height), Image.BILINEAR)
-    return np.array(image.resize(VQA_SIZE[::-1], Image.BILINEAR))
+    image = image.resize((width, height), Image.Resampling.BILINEAR)
+    return np.array(image.resize(VQA_SIZE[::-1], Image.Resampling.BILINEAR))
 
 
 def caption_pixels(rgb: np.ndarray) -> np.ndarray:
     """HxWx3 uint8 -> 448x448x3 uint8: Resize((448, 448), BICUBIC); the CenterCrop(448) after it is a no-op."""
-    return np.array(Image.fromarray(rgb).resize((CAPTION_SIZE, CAPTION_SIZE), Image.BICUBIC))
+    return np.array(Image.fromarray(rgb).resize((CAPTION_SIZE, CAPTION_SIZE), Image.Resampling.BICUBIC))
 
 
 def normalize(pixels: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -232,8 +232,8 @@ def run(
     check_outputs(images, out, layout)
     model, preprocess = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
     model_key = str(Path(model_name).resolve()) if Path(model_name).is_file() else model_name
-    options = dict(layout=layout, batch_size=batch_size, dtype=dtype, overwrite=overwrite, workers=workers)
-    return extract(model, preprocess, images, out=out, model_name=model_key, **options)
+    return extract(model, preprocess, images, out=out, model_name=model_key, layout=layout, batch_size=batch_size,
+                   dtype=dtype, overwrite=overwrite, workers=workers)  # fmt: skip
 
 
 def extract(
@@ -255,8 +255,8 @@ def extract(
     workers = workers or min(8, os.cpu_count() or 1)
     device_of_model = next(model.parameters()).device
     if layout == "pooled":
-        results, files = _run_pooled(images, model, preprocess, model_name, out, batch_size, dtype, overwrite, workers)
-        return {"layout": layout, "model": model_name, "dtype": dtype, **files, "per_image": results}
+        rows, files = _run_pooled(images, model, preprocess, model_name, out, batch_size, dtype, overwrite, workers)
+        return {"layout": layout, "model": model_name, "dtype": dtype, **files, "per_image": rows}
     if not is_resnet(model):
         ui.notice(VIT_GRID_WARNING)
     grid_layout = GRID_LAYOUTS[layout]
