@@ -162,7 +162,7 @@ def _decode_pyav(handle: BinaryIO, path: str | Path) -> tuple[np.ndarray, int]:
     file object, as an OSError.
     """
     try:
-        container = av.open(handle, metadata_errors="replace")
+        container = av.open(handle, mode="r", metadata_errors="replace")
     except (av.FFmpegError, OSError) as error:
         raise BadInputError("not a readable audio file (wrong format, truncated or corrupt)", path) from error
     with container:

@@ -44,9 +44,9 @@ def sample_keyframes(path: str | Path, n: int) -> SampledFrames:
         sampled = sample_frames(path, n, "uniform")
         keep = np.unique(sampled.indices, return_index=True)[1]
         return SampledFrames(sampled.frames[keep], sampled.timestamps[keep], sampled.indices[keep], info)
-    times = np.asarray(times, dtype=np.float64)
-    indices = np.minimum(np.rint(times * info.fps).astype(np.int64), max(info.frame_count - 1, 0))
-    return SampledFrames(np.stack(frames), times, indices, info)
+    seconds = np.asarray(times, dtype=np.float64)
+    indices = np.minimum(np.rint(seconds * info.fps).astype(np.int64), max(info.frame_count - 1, 0))
+    return SampledFrames(np.stack(frames), seconds, indices, info)
 
 
 class _NoTimestamps(Exception):
@@ -58,6 +58,7 @@ def _decode_keyframes(path: Path, targets: np.ndarray, rotation: int) -> tuple[l
     times: list[float] = []
     with _open_container(path) as container:
         stream = _prepare_stream(container, path)
+        assert stream.time_base is not None  # FFmpeg gives every demuxed stream one (1/90000 by default)
         base = float(stream.time_base)
         origin = stream.start_time or 0
         seen: set[int] = set()

@@ -14,7 +14,7 @@ import logging
 import re
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -184,9 +184,9 @@ def _load_scene(data: bytes, file_type: str, path: Path):
     """trimesh's scene for the bytes; any exception it raises on bad data becomes a MeshFileError."""
     import trimesh
 
-    resolver = trimesh.resolvers.FilePathResolver(path) if file_type == "gltf" else None
+    resolver = trimesh.resolvers.FilePathResolver(str(path)) if file_type == "gltf" else None
     # Colours and textures are not used: skipping them also keeps trimesh from decoding images or reading .mtl files.
-    options = {"skip_materials": True} if file_type in ("obj", "ply", "glb", "gltf") else {}
+    options: dict[str, Any] = {"skip_materials": True} if file_type in ("obj", "ply", "glb", "gltf") else {}
     try:
         return trimesh.load_scene(io.BytesIO(data), file_type=file_type, resolver=resolver, process=False, **options)
     except Exception as error:  # trimesh's parsers raise whatever the bad bytes trip (ValueError, KeyError, ...)

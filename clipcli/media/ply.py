@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 import struct
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Literal, NamedTuple
 
 import numpy as np
 
@@ -22,7 +23,8 @@ _TYPES = {
     "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
     "float": "f4", "float32": "f4", "double": "f8", "float64": "f8",
 }  # fmt: skip
-_BYTE_ORDERS = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
+ByteOrder = Literal["<", ">"]  # struct and numpy spelling of little and big endian
+_BYTE_ORDERS: dict[str, ByteOrder | None] = {"ascii": None, "binary_little_endian": "<", "binary_big_endian": ">"}
 _END_HEADER = re.compile(rb"^end_header[ \t]*(?:\r?\n|\Z)", re.M)
 _FACE_LISTS = ("vertex_indices", "vertex_index")
 
@@ -39,13 +41,13 @@ class PlyProperty(NamedTuple):
 
 class PlyElement(NamedTuple):
     name: str
-    count: int
+    row_count: int
     properties: list[PlyProperty]
 
 
 class PlyHeader(NamedTuple):
     elements: list[PlyElement]
-    byte_order: str | None  # '<', '>', or None for ascii
+    byte_order: ByteOrder | None  # None for ascii
     body_offset: int
     notes: tuple[str, ...]  # header lines read past, for the caller to warn about
 
@@ -93,14 +95,16 @@ def read_binary_ply_row_by_row(data: bytes, header: PlyHeader) -> tuple[np.ndarr
     Elements without lists are skipped whole; those with lists are walked one row
     at a time, as each row's list lengths decide where the next row starts.
     """
+    assert header.byte_order is not None, "an ascii body has no binary rows"
     wanted = [i for i, element in enumerate(header.elements) if element.name in ("vertex", "face")]
-    offset, columns = header.body_offset, {}
+    offset = header.body_offset
+    columns: dict[str, Mapping[str, np.ndarray | list]] = {}
     for element in header.elements[: wanted[-1] + 1]:  # what follows the last wanted element is never read
         values, offset = _read_rows(data, offset, element, header.byte_order)
         columns.setdefault(element.name, values)
     vertices = np.stack([np.asarray(columns["vertex"][axis], dtype=np.float64) for axis in "xyz"], axis=1)
     face_columns = columns.get("face", {})
-    faces = next((face_columns[name] for name in _FACE_LISTS if name in face_columns), [])
+    faces: Sequence | np.ndarray = next((face_columns[name] for name in _FACE_LISTS if name in face_columns), [])
     return vertices, fan_triangulate(faces)
 
 
@@ -110,10 +114,10 @@ def check_ascii_rows(data: bytes, header: PlyHeader) -> None:
     trimesh drops a face whose list is cut short and reads a row per line, so a
     file cut anywhere is caught here by its line count and its last row.
     """
-    last = next((element for element in reversed(header.elements) if element.count), None)
+    last = next((element for element in reversed(header.elements) if element.row_count), None)
     if last is None:
         return
-    rows = sum(element.count for element in header.elements)
+    rows = sum(element.row_count for element in header.elements)
     body = data[header.body_offset :]
     line_ends = np.flatnonzero(np.frombuffer(body, dtype=np.uint8) == ord("\n"))
     line_ends = np.append(line_ends, len(body)) if not body.endswith(b"\n") else line_ends
@@ -136,7 +140,7 @@ def _row_is_complete(tokens: list[bytes], element: PlyElement) -> bool:
     return position <= len(tokens)
 
 
-def fan_triangulate(polygons: list) -> np.ndarray:
+def fan_triangulate(polygons: Sequence | np.ndarray) -> np.ndarray:
     """Polygons (index sequences) split into triangles (c0, ci, ci+1): [T, 3] int64; fewer than 3 corners give none."""
     counts = np.array([len(polygon) for polygon in polygons], dtype=np.int64)
     indices = np.concatenate([np.asarray(polygon, dtype=np.int64) for polygon in polygons] or [np.empty(0, np.int64)])
@@ -146,7 +150,7 @@ def fan_triangulate(polygons: list) -> np.ndarray:
     return np.stack([indices[first], indices[first + step], indices[first + step + 1]], axis=1)
 
 
-def _format(words: list[str]) -> str | None:
+def _format(words: list[str]) -> ByteOrder | None:
     """The byte order of 'format ascii|binary_little_endian|binary_big_endian 1.0'; 1.0 is the only version."""
     if len(words) != 3 or words[1] not in _BYTE_ORDERS:
         raise PlyError(f"bad PLY format line: {' '.join(words)!r}")
@@ -175,18 +179,20 @@ def _property(words: list[str]) -> PlyProperty:
     return PlyProperty(words[2], np.dtype(_TYPES[words[1]]), None)
 
 
-def _read_rows(data: bytes, offset: int, element: PlyElement, byte_order: str) -> tuple[dict[str, list], int]:
+def _read_rows(
+    data: bytes, offset: int, element: PlyElement, byte_order: ByteOrder
+) -> tuple[Mapping[str, np.ndarray | list], int]:
     """One binary element's values by property name (a list per row for list properties), and where it ends."""
     if all(prop.count_dtype is None for prop in element.properties):
         dtype = np.dtype([(f"p{i}", prop.dtype.newbyteorder(byte_order)) for i, prop in enumerate(element.properties)])
-        end = offset + dtype.itemsize * element.count
+        end = offset + dtype.itemsize * element.row_count
         if end > len(data):
             raise PlyError(f"truncated PLY data in element {element.name!r}")
-        records = np.frombuffer(data, dtype=dtype, count=element.count, offset=offset)
+        records = np.frombuffer(data, dtype=dtype, count=element.row_count, offset=offset)
         return {prop.name: records[f"p{i}"] for i, prop in enumerate(element.properties)}, end
     values: dict[str, list] = {prop.name: [] for prop in element.properties}
     try:
-        for _ in range(element.count):
+        for _ in range(element.row_count):
             for prop in element.properties:
                 length = 1
                 if prop.count_dtype is not None:

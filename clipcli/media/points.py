@@ -204,7 +204,7 @@ def _read_pcd(data: bytes) -> _Geometry:
         )
     else:
         raise _Malformed(f"unknown PCD DATA type {layout!r}; expected ascii or binary")
-    return _xyz_columns(columns), None
+    return _Geometry(_xyz_columns(columns), None)
 
 
 def _parse_pcd_header(data: bytes) -> tuple[dict[str, list[str]], str, bytes]:
@@ -305,19 +305,19 @@ def _read_table(data: bytes) -> _Geometry:
     text = data.removeprefix(b"\xef\xbb\xbf").decode("latin-1")
     first = _CONTENT_LINE.search(text)
     if first is None:
-        return np.empty((0, 3)), None
+        return _Geometry(np.empty((0, 3)), None)
     first_tokens = re.split(r"[,\s]+", first.group(1).strip())
     if not all(_NUMBER.fullmatch(token) for token in first_tokens[:3]):
         text = text[first.end() :]
         first = _CONTENT_LINE.search(text)
         if first is None:
-            return np.empty((0, 3)), None
+            return _Geometry(np.empty((0, 3)), None)
     delimiter = "," if "," in first.group(1) else None
     try:
         table = np.loadtxt(io.StringIO(text), usecols=(0, 1, 2), delimiter=delimiter, comments="#", ndmin=2)
     except ValueError as error:
         raise _Malformed(f"bad table data: {error}") from None
-    return table, None
+    return _Geometry(table, None)
 
 
 # --- NumPy (.npy, .npz) -----------------------------------------------------------------------
@@ -341,7 +341,7 @@ def _read_numpy(data: bytes) -> _Geometry:
         array = array[0]
     if array.dtype.kind not in "iuf" or array.ndim != 2 or array.shape[1] < 3:
         raise _Malformed(f"expected a numeric array of shape [N, 3] (or more columns), got {array.dtype} {array.shape}")
-    return array[:, :3].astype(np.float64), None
+    return _Geometry(array[:, :3].astype(np.float64), None)
 
 
 def _npz_points_array(data: bytes) -> np.ndarray:
@@ -354,7 +354,7 @@ def _npz_points_array(data: bytes) -> np.ndarray:
 
 def _own_reader(read: Callable[[bytes], _Geometry]) -> Callable[[bytes, Path], _Geometry]:
     """A reader of bytes alone, called like the trimesh one (which needs the path for glTF's buffers)."""
-    return lambda data, _path: _Geometry(*read(data))
+    return lambda data, _path: read(data)
 
 
 _READERS: dict[str, Callable[[bytes, Path], _Geometry]] = {

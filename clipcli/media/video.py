@@ -22,6 +22,7 @@ from __future__ import annotations
 import importlib.util
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -611,8 +612,8 @@ class _SeekingDecoder(_FrameSource):
         self.key_pts = np.array([pts for pts, _ in keyframes], dtype=np.int64)
         self.key_offsets = [offset for _, offset in keyframes]
         self.time_base = float(stream.time_base)
-        self.pending = None  # decoded-frame iterator since the last seek
-        self.current: av.VideoFrame | None = None  # last frame it gave
+        self.pending: Iterator[av.VideoFrame] | None = None  # decoded frames since the last seek
+        self.current: av.VideoFrame | None = None  # last frame it gave, always one with a pts
 
     def decode(self, distinct: np.ndarray) -> tuple[list, list]:
         frames, stamps = [], []
@@ -621,19 +622,19 @@ class _SeekingDecoder(_FrameSource):
             if frame is None:
                 break
             frames.append(frame)
-            stamps.append((frame.pts - self.origin) * self.time_base)
+            stamps.append((_pts(frame) - self.origin) * self.time_base)
         return frames, stamps
 
     def _frame_at(self, target: int) -> av.VideoFrame | None:
-        if self.current is not None and self.current.pts >= target:
+        if self.current is not None and _pts(self.current) >= target:
             return self.current
         key = max(int(np.searchsorted(self.key_pts, target, side="right")) - 1, 0)
-        if self.pending is None or self.current is None or self.key_pts[key] > self.current.pts:
+        if self.pending is None or self.current is None or self.key_pts[key] > _pts(self.current):
             self.pending, self.current = self._frames_from(self.key_offsets[key]), None
             landed = self._next_frame()
-            if landed is not None and landed.pts > target:
+            if landed is not None and _pts(landed) > target:
                 raise _SeekUnreliable
-        while self.current is None or self.current.pts < target:
+        while self.current is None or _pts(self.current) < target:
             if self._next_frame() is None:
                 return None
         return self.current
@@ -642,16 +643,22 @@ class _SeekingDecoder(_FrameSource):
         for frame in self.pending or ():
             if frame.pts is not None:
                 self.current = frame
-                self._remember(frame)
+                self._remember(frame, frame.pts)
                 return frame
         self.pending = None
         return None
 
-    def _remember(self, frame: av.VideoFrame) -> None:
-        index = int(np.searchsorted(self.timestamps, frame.pts))
+    def _remember(self, frame: av.VideoFrame, pts: int) -> None:
+        index = int(np.searchsorted(self.timestamps, pts))
         if index >= self.last_index:
             self.last_frame, self.last_index = frame, index
-            self.last_time = (frame.pts - self.origin) * self.time_base
+            self.last_time = (pts - self.origin) * self.time_base
+
+
+def _pts(frame: av.VideoFrame) -> int:
+    """The timestamp of a frame the seeking decoder kept: `_next_frame` passes over frames without one."""
+    assert frame.pts is not None
+    return frame.pts
 
 
 class _OrderedDecoder(_FrameSource):
