@@ -223,11 +223,11 @@ def test_audio_and_models_tables_show_markup_in_names_as_written():
              {"text": "[bold]", "score": 1.0, "cosine": 0.1}]},
         {"input": "[/u]b.wav", "status": "failed", "error": "[/u]b.wav: not audio"},
     ]}  # fmt: skip
-    text = "".join(rendered(table) for table in cli._audio_tag_tables(report))
+    text = "".join(rendered(table) for table in cli.audio.tag_tables(report))
     for literal in ("[/b]a.wav", "[red]bell", "[/i]x.png", "[bold]", "[/u]b.wav: not audio"):
         assert literal in text
     row = {"name": "[/b]mine", "present": True, "verified": None, "size": 10, "path": "/m/[/i]mine.pt"}
-    text = rendered(cli._models_table([row], "models"))
+    text = rendered(cli.models.models_table([row], "models"))
     assert "[/b]mine" in text and "/m/[/i]mine.pt" in text
 
 
