@@ -32,7 +32,7 @@ def contact_sheet(images: np.ndarray, columns: int, captions: Sequence[str] | No
     tiles = np.round(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
     for k in range(count):  # one iteration per tile, a handful per sheet
         top, left = GUTTER + (k // columns) * cell_h, GUTTER + (k % columns) * cell_w
-        if strip:
+        if captions is not None:
             sheet[top : top + strip, left : left + width] = 255
             cv2.putText(sheet, captions[k], (left + 3, top + strip - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.42, (0, 0, 0), 1,
                         cv2.LINE_AA)  # fmt: skip

@@ -232,8 +232,8 @@ def _v2_render_compiled(view_points: torch.Tensor, out: torch.Tensor) -> None:
     degenerate = np.zeros(len(view_points), dtype=bool)
     edges = np.linspace(0, len(view_points), min(torch.get_num_threads(), len(view_points)) + 1).round().astype(int)
     shares = list(zip(edges[:-1], edges[1:], strict=True))  # the calling thread takes the first
-    helpers = [_view_workers(len(shares) - 1).submit(v2_cpu.render_views, *arguments, degenerate, *share)
-               for share in shares[1:]]  # fmt: skip
+    helpers = [_view_workers(len(shares) - 1).submit(v2_cpu.render_views, *arguments, degenerate, start, stop)
+               for start, stop in shares[1:]]  # fmt: skip
     v2_cpu.render_views(*arguments, degenerate, *shares[0])
     for helper in helpers:
         helper.result()
@@ -264,7 +264,7 @@ def _v2_normalised(points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return coords.sub_(centre).div_(extent / 2), extremes
 
 
-def _v2_cells(coords: torch.Tensor) -> tuple[torch.Tensor, ...]:
+def _v2_cells(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Normalised `[P,3,K]` coordinates -> official grid row, col, value and depth slice, all `[P,K]`.
 
     The official float32 steps, merged only where that is exact: (x + 1) / 2 * 112
@@ -316,8 +316,8 @@ def _v2_image(
     )
     row_step, slice_step, offset = torch.from_numpy(steps).to(device)[:, :, None].unbind(1)
     cell = (row.int() * row_step).add_(col.int() * _Layout.lanes).add_(slice_index.int() * slice_step).add_(offset)
-    order = torch.from_numpy(order).to(device)
-    cell, value = cell.index_select(0, order).long(), value.index_select(0, order)
+    view_order = torch.from_numpy(order).to(device)
+    cell, value = cell.index_select(0, view_order).long(), value.index_select(0, view_order)
     scratch: list[torch.Tensor] = []  # the passes' buffers, shared by them
     _scratch(scratch, max(layout.buffer for layout in layouts), device)  # once, at full size
     first = 0

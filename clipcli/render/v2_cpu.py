@@ -16,6 +16,9 @@ negative wrap-around, and that guard keeps LLVM from vectorising the loops
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 import numba
 import numpy as np
 from numba import types
@@ -56,13 +59,16 @@ def _fma(typingctx, a, b, c):
     return types.float32(types.float32, types.float32, types.float32), codegen
 
 
-def _compiled(function):
+_Function = TypeVar("_Function", bound=Callable)
+
+
+def _compiled(function: _Function) -> _Function:
     """`function` compiled without the GIL, bounds checks or Python's division errors, cached on disk where it can be.
 
     numba refuses to cache where no cache directory is writable (read-only
     installs and homes): then every process compiles it again instead.
     """
-    options = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
+    options: dict[str, Any] = {"nogil": True, "boundscheck": False, "error_model": "numpy"}
     try:
         return numba.njit(cache=True, **options)(function)
     except RuntimeError:

@@ -237,7 +237,7 @@ def fingerprint(keys: list[bytes], embeddings: np.ndarray, identity: dict | None
     """A cheap digest of a snapshot: its size, the model, and 256 evenly spaced rows (keys and vectors)."""
     digest = hashlib.blake2b(digest_size=16)
     digest.update(json.dumps([len(keys), identity], sort_keys=True).encode())
-    rows = np.unique(np.linspace(0, len(keys) - 1, 256).astype(np.int64)) if keys else []
+    rows = np.unique(np.linspace(0, len(keys) - 1, 256).astype(np.int64)) if keys else np.empty(0, np.int64)
     for row in rows:
         digest.update(keys[row] + b"\0" + np.ascontiguousarray(embeddings[row]).tobytes())
     return digest.hexdigest()

@@ -43,7 +43,7 @@ def read_cache(path: Path, read: Callable[[Path], T]) -> T | None:
         return None
 
 
-def write_cache(path: Path, write: Callable[[Path], None]) -> None:
+def write_cache(path: Path, write: Callable[[Path], object]) -> None:
     """`write(temp path)`, then the temp file replaces `path`; nothing happens if the folder cannot be written."""
     try:
         with atomic_path(path) as tmp:

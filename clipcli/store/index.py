@@ -32,6 +32,7 @@ import json
 import os
 import secrets
 import sqlite3
+import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -164,7 +165,7 @@ class Matrix:
             if (start, stop) == (0, len(keys)):
                 return self
             return Matrix(keys[start:stop], self.embeddings[start:stop], self.snapshot_rows()[start:stop])
-        return self.take(np.concatenate([np.arange(start, stop) for start, stop in merged]) if merged else [])
+        return self.take(np.concatenate([np.arange(start, stop) for start, stop in merged]) if merged else np.empty(0))
 
 
 def _key(path: Path) -> bytes:
@@ -381,11 +382,11 @@ class VideoIndex:
         """The snapshot of this generation, its embeddings memory-mapped, or None if there is none (or a bad one)."""
         keys_file, embeddings_file = self._snapshot_files(generation)
         try:
-            keys = keys_file.read_bytes()
+            joined_keys = keys_file.read_bytes()
             embeddings = np.load(embeddings_file, mmap_mode="r")
         except (OSError, EOFError, ValueError):
             return None
-        keys = keys.split(b"\0") if keys else []
+        keys = joined_keys.split(b"\0") if joined_keys else []
         sound = embeddings.ndim == 2 and embeddings.dtype == np.float16 and len(keys) == len(embeddings)
         return Matrix(keys, embeddings) if sound else None
 
@@ -604,7 +605,7 @@ def _holder(lock_path: Path) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
-try:
+if sys.platform != "win32":
     import fcntl
 
     def _try_lock(handle) -> bool:
@@ -617,7 +618,7 @@ try:
     def _unlock(handle) -> None:
         fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
-except ImportError:  # Windows
+else:
     import msvcrt
 
     def _try_lock(handle) -> bool:
