@@ -82,3 +82,21 @@ def test_every_command_reads_labels_by_the_same_rules(tmp_path, reader, set_name
     assert reader(set_name.upper()).names == reader(set_name).names
     with pytest.raises(BadInputError, match="duplicate"):
         reader("red,blue,red")
+
+
+def test_a_comma_list_longer_than_a_file_name_can_be_is_still_a_list():
+    names = [f"label number {n}" for n in range(40)]  # over 255 bytes: the OS refuses it as a file name
+    assert read_labels(",".join(names), BUILTIN).names == names
+
+
+def test_an_id_name_csv_row_without_a_name_is_refused(tmp_path):
+    file = tmp_path / "official.csv"
+    file.write_text("id,name\n0,brush hair\n1,\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match="needs an id and a name on every line"):
+        read_labels(str(file), BUILTIN)
+
+
+def test_duplicates_among_many_labels_are_found_quickly():
+    names = [f"class {n}" for n in range(20_000)] + ["class 7"]
+    with pytest.raises(BadInputError, match="duplicate labels: class 7$"):
+        read_labels(",".join(names), BUILTIN)

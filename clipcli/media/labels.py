@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
@@ -60,8 +61,8 @@ def read_label_file(path: str | Path, what: str = "labels") -> list[str]:
     if lines[0].replace(" ", "").lower() != CSV_HEADER:
         return lines
     rows = [line.split(",", 1) for line in lines[1:]]
-    if any(len(row) != 2 for row in rows):
-        raise BadInputError(f"an {CSV_HEADER} CSV needs two fields on every line", path)
+    if any(len(row) != 2 or not row[1].strip() for row in rows):
+        raise BadInputError(f"an {CSV_HEADER} CSV needs an id and a name on every line", path)
     return [name.strip() for _, name in rows]
 
 
@@ -78,7 +79,7 @@ def read_labels(
     """
     labels = _resolve(spec, builtin, option, minimum)
     what = option.lstrip("-")
-    duplicates = sorted({name for name in labels.names if labels.names.count(name) > 1})
+    duplicates = sorted(name for name, count in Counter(labels.names).items() if count > 1)
     if duplicates:
         raise BadInputError(f"{option} {spec!r}: duplicate {what}: {', '.join(duplicates)}")
     if len(labels.names) < minimum:
@@ -86,12 +87,20 @@ def read_labels(
     return labels
 
 
+def _is_file(path: Path) -> bool:
+    """False for what cannot be a file name at all (a long comma list is over the OS's name limit)."""
+    try:
+        return path.is_file()
+    except OSError:
+        return False
+
+
 def _resolve(spec: str, builtin: Mapping[str, Callable[[], Sequence[str]]], option: str, minimum: int) -> Labels:
     name = spec.strip().lower()
     if name in builtin:
         return Labels(name, list(builtin[name]()))
     path = Path(spec).expanduser()
-    if path.is_file():
+    if _is_file(path):
         return Labels(str(path), read_label_file(path, option.lstrip("-")))
     if "," in spec:
         return Labels(LIST_SOURCE, [part.strip() for part in spec.split(",") if part.strip()])
