@@ -21,7 +21,7 @@ from clipcli.models.weights import resolve_weights
 _LOADED: dict[tuple, tuple[CLIP, object]] = {}
 
 
-def clip_from_state_dict(state_dict: dict, device: torch.device, source: str | Path = "checkpoint") -> CLIP:
+def clip_from_state_dict(state_dict: dict, device: str | torch.device, source: str | Path = "checkpoint") -> CLIP:
     """Build a CLIP model from an OpenAI-layout state dict, as `clip.load(jit=False)` does."""
     has_visual = "visual.proj" in state_dict or "visual.attnpool.c_proj.weight" in state_dict
     if "text_projection" not in state_dict or not has_visual:

@@ -108,7 +108,8 @@ def backbone_key(model) -> str | None:
         return {(16, 768, 12): "vit_b16", (32, 768, 12): "vit_b32"}.get((patch, width, layers))
     depths = tuple(len(getattr(visual, f"layer{i}")) for i in range(1, 5))
     width = visual.conv1.out_channels * 2
-    return {((3, 4, 6, 3), 64): "rn50", ((3, 4, 23, 3), 64): "rn101"}.get((depths, width))
+    resnets: dict[tuple[tuple[int, ...], int], str] = {((3, 4, 6, 3), 64): "rn50", ((3, 4, 23, 3), 64): "rn101"}
+    return resnets.get((depths, width))
 
 
 def _paper_backbone(spec: str, model, option: str) -> str:
@@ -442,10 +443,11 @@ def evaluate(
     unlabelled = sorted({str(c.source) for c in clouds if c.label is None})
     if unlabelled:
         raise BadInputError("no 'label' array, so there is nothing to score against", unlabelled[0])
-    too_high = [c for c in clouds if not 0 <= c.label < len(labels)]
+    too_high = [c for c in clouds if c.label not in range(len(labels))]
     if too_high:
         raise BadInputError(f"label {too_high[0].label} is outside the {len(labels)} --labels", too_high[0].name)
-    truth, ranked = [], []
+    truth: list[int | None] = []  # every cloud's label, all present by now
+    ranked: list[torch.Tensor] = []
 
     def record(batch: list[Cloud], logits: torch.Tensor, maps: torch.Tensor) -> None:
         truth.extend(cloud.label for cloud in batch)
@@ -454,7 +456,8 @@ def evaluate(
     _predict(classifier, clouds, options, record)
     report = accuracy_report(torch.tensor(truth, dtype=torch.long), torch.cat(ranked) if ranked else None, labels)
     backbone = backbone_key(classifier.model)
-    paper = PAPER_ACCURACY.get((projection, dataset_of(labels), backbone))
+    dataset = dataset_of(labels)
+    paper = PAPER_ACCURACY.get((projection, dataset, backbone)) if dataset and backbone else None
     settings = {"projection": projection, "prompts": prompts, "view_weights": weights, "backbone": backbone}
     return {**report, "paper_top1": paper, "settings": settings, "files": read_results}
 

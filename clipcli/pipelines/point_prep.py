@@ -121,13 +121,14 @@ def prepare_clouds(clouds: Sequence[np.ndarray], options: CloudOptions, device: 
     rotation = up_axis_rotation(options.up_axis).to(device)
     tensors = [torch.as_tensor(np.asarray(c, dtype=np.float32), device=device) @ rotation.T for c in clouds]
     plans = [_plan(len(c), options) for c in tensors]
-    needs_fps = [i for i, plan in enumerate(plans) if isinstance(plan, _FpsPlan)]
-    if needs_fps:
-        pools = [tensors[i][plans[i].pool.to(device)] for i in needs_fps]
-        sampled = _batched_fps(pools, [plans[i].start for i in needs_fps], options.points)
-        for i, indices in zip(needs_fps, sampled, strict=True):
-            plans[i] = plans[i].pool[indices]
-    out = torch.stack([cloud[indices.to(device)] for cloud, indices in zip(tensors, plans, strict=True)])
+    fps_plans = {i: plan for i, plan in enumerate(plans) if isinstance(plan, _FpsPlan)}
+    picks = {i: plan for i, plan in enumerate(plans) if not isinstance(plan, _FpsPlan)}
+    if fps_plans:
+        pools = [tensors[i][plan.pool.to(device)] for i, plan in fps_plans.items()]
+        sampled = _batched_fps(pools, [plan.start for plan in fps_plans.values()], options.points)
+        for (i, plan), indices in zip(fps_plans.items(), sampled, strict=True):
+            picks[i] = plan.pool[indices]
+    out = torch.stack([cloud[picks[i].to(device)] for i, cloud in enumerate(tensors)])
     return normalize_unit_sphere(out) if options.normalize else out
 
 

@@ -426,7 +426,7 @@ class SketchOutputs:
     @classmethod
     def for_input(cls, image: Path, out: Path, animate: str | None, auto_mask: bool) -> SketchOutputs:
         svg, png, json_file, gif, mp4, mask = output_names(out).for_input(image)
-        animation = {"gif": gif, "mp4": mp4}.get(animate)
+        animation = {"gif": gif, "mp4": mp4}.get(animate) if animate is not None else None
         return cls(svg, png, json_file, animation, mask if auto_mask else None)
 
     def all_exist(self) -> bool:
@@ -517,11 +517,20 @@ def sketch_file(
     """Sketch one image file and write its outputs; returns the summary row."""
     start = time.perf_counter()
     target, foreground = prepare_target(path, mask, saliency_model)
-    options = dict(iterations=settings.iterations, lr=settings.lr, width=settings.width)
-    options.update(augmentations=settings.augmentations, patience=settings.patience, on_step=on_step)
-    options.update(early_stop=settings.early_stop, cuda_graphs=settings.cuda_graphs)
     result = sketch_target(
-        target, loss_model, saliency_model, strokes=settings.strokes, seeds=settings.seed_list, **options
+        target,
+        loss_model,
+        saliency_model,
+        strokes=settings.strokes,
+        seeds=settings.seed_list,
+        iterations=settings.iterations,
+        lr=settings.lr,
+        width=settings.width,
+        augmentations=settings.augmentations,
+        patience=settings.patience,
+        on_step=on_step,
+        early_stop=settings.early_stop,
+        cuda_graphs=settings.cuda_graphs,
     )
     if result.init in FALLBACK_NOTICES:
         ui.notice(f"{path}: {FALLBACK_NOTICES[result.init].format(strokes=settings.strokes)}")

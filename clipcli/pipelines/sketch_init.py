@@ -196,7 +196,9 @@ def grabcut_mask(image: np.ndarray, saliency: torch.Tensor | np.ndarray, iterati
         return None
     models = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
     try:
-        cv2.grabCut(cv2.cvtColor(image, cv2.COLOR_RGB2BGR), seeds, None, *models, iterations, cv2.GC_INIT_WITH_MASK)
+        bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
+        # OpenCV takes None for the rectangle, unused when seeding from a mask; its stubs require one.
+        cv2.grabCut(bgr, seeds, None, *models, iterations, cv2.GC_INIT_WITH_MASK)  # type: ignore[call-overload]
     except cv2.error:
         return None
     foreground = (seeds == cv2.GC_FGD) | (seeds == cv2.GC_PR_FGD)

@@ -106,6 +106,7 @@ class Rewrite:
             if word == YES:
                 return self.template
             if word == NO:
+                assert self.negative is not None  # every yes/no rewrite carries its negation
                 return self.negative
             return FALLBACK.replace(SLOT, answer)
         if self.kind == "where":

@@ -104,7 +104,11 @@ def run(
     roots = check_roots(items)
     picture = load_image(image) if image is not None else None
     retriever = Retriever.load(model_name, checkpoint, device, trust_checkpoint=trust_checkpoint)
-    embedding = retriever.encode_image(picture)[0] if picture is not None else retriever.encode_text([query])[0]
+    if picture is not None:
+        embedding = retriever.encode_image(picture)[0]
+    else:
+        assert query is not None  # one of the two, checked above
+        embedding = retriever.encode_text([query])[0]
     opened, summaries = open_indexes(
         retriever, index_groups(roots, index_dir), frames=frames, sampling=sampling, update=update, reindex=reindex
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from clip.model import CLIP
 from clip.simple_tokenizer import SimpleTokenizer
 
 from clipcli.models import load_clip
@@ -49,7 +50,7 @@ def tokenize(texts: Sequence[str], max_words: int = MAX_WORDS, context_length: i
 class Retriever:
     """A CLIP tower and a CLIP4Clip head, and what identifies them in an index."""
 
-    model: torch.nn.Module
+    model: CLIP
     head: MeanPHead
     tower: str  # "sha256:..." of the weights file the embeddings come from
     device: torch.device
