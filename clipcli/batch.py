@@ -15,6 +15,7 @@ import contextlib
 import fnmatch
 import os
 import signal
+import tempfile
 import threading
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass
@@ -56,11 +57,18 @@ def run_batch(
                     raise value
                 data = process(path) if read is None else process(path, value)
                 rows[position] = {"input": str(path), "status": "ok", **data}
-            except BadInputError as err:
-                ui.stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-                rows[position] = {"input": str(path), "status": "failed", "error": str(err)}
+            except (BadInputError, OSError) as err:
+                message = str(err) if isinstance(err, BadInputError) else _os_error_message(path, err)
+                ui.stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+                rows[position] = {"input": str(path), "status": "failed", "error": message}
             bar.advance(task)
     return [row for row in rows if row is not None]
+
+
+def _os_error_message(path: Path, err: OSError) -> str:
+    """A file-system failure while processing `path` (a full disk, a folder gone): its input and what failed."""
+    where = f" ({os.fsdecode(err.filename)})" if isinstance(err.filename, (str, bytes)) else ""
+    return f"{path}: {err.strerror or type(err).__name__}{where}"
 
 
 def raise_for_failures(results: list[dict]) -> None:
@@ -144,12 +152,15 @@ class OutputNames:
 
 
 def check_output_folder(out: Path) -> None:
-    """`--out` must be a folder or not exist yet: a file there (or above it) is bad usage, not a crash."""
-    for folder in (out, *out.parents):
-        if folder.exists() or folder.is_symlink():
-            if not folder.is_dir():
-                raise BadInputError("is not a folder (--out)", folder)
-            return
+    """`--out` must be a folder we can write, or not exist yet: bad usage before any work, not a late crash."""
+    existing = next((folder for folder in (out, *out.parents) if folder.exists() or folder.is_symlink()), Path("."))
+    if not existing.is_dir():
+        raise BadInputError("is not a folder (--out)", existing)
+    try:  # where --out does not exist yet, the folder it would be made in must take files
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise BadInputError(f"cannot write here (--out): {err.strerror or err}", existing) from None
 
 
 def expand_inputs(

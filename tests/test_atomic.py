@@ -87,3 +87,12 @@ def test_temp_names_are_hidden_and_keep_stem_and_suffix(tmp_path):
         assert tmp.name.startswith(os.fsdecode(b".caf\xe9_depth.")) and tmp.name.endswith(".tmp.npy")
         np.save(tmp, np.arange(2))
     assert os.listdir(target.parent) == [target.name]
+
+
+def test_a_shortened_temp_name_cuts_whole_characters_so_it_stays_utf8(tmp_path):
+    target = tmp_path / ("é" * 123 + ".png")  # 246 bytes: the temp name must be cut, not mid-character
+    with atomic_path(target) as tmp:
+        tmp.name.encode("utf-8")  # raises on a lone surrogate from a split character
+        assert len(os.fsencode(tmp.name)) <= 255 and tmp.name.startswith(".éé")
+        tmp.write_bytes(b"png")
+    assert target.read_bytes() == b"png" and not [name for name in os.listdir(tmp_path) if ".tmp" in name]

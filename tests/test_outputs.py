@@ -23,10 +23,12 @@ from makers.images import draw_shapes_image, write_image
 from makers.points import cube_points, write_npy, write_xyz
 from makers.video import write_video
 from rich.console import Console
+from rich.table import Table
 from typer.testing import CliRunner
 
 from clipcli import cli, ui
 from clipcli.batch import expand_inputs
+from clipcli.cli_support import Common, show
 from clipcli.errors import BadInputError
 from clipcli.media.images import IMAGE_EXTENSIONS
 from clipcli.pipelines import audio, depth, features, retrieve
@@ -231,6 +233,24 @@ def test_audio_and_models_tables_show_markup_in_names_as_written():
     assert "[/b]mine" in text and "/m/[/i]mine.pt" in text
 
 
+def test_show_prints_text_lines_as_written_and_tables_with_their_markup(capsys):
+    table = Table()
+    table.add_column("verified")
+    table.add_row("[green]yes[/]")
+    show(Common(), {"rows": []}, lambda: ["imported [/b]mine -> /m/[red]x.pt", table])
+    out = capsys.readouterr().out
+    assert "imported [/b]mine -> /m/[red]x.pt" in out
+    assert "yes" in out and "[green]" not in out
+
+
+def test_show_with_json_prints_only_the_result_and_builds_no_table(capsys):
+    def render():
+        raise AssertionError("nothing is rendered for --json")
+
+    show(Common(json=True), {"rows": [1, "[b]"]}, render)
+    assert json.loads(capsys.readouterr().out) == {"rows": [1, "[b]"]}
+
+
 def test_progress_descriptions_are_shown_as_written(monkeypatch):
     console = Console(file=io.StringIO(), width=200, force_terminal=True)
     monkeypatch.setattr(ui, "stderr", console)
@@ -374,3 +394,12 @@ def test_a_named_pipe_is_refused_instead_of_waiting_for_a_writer(tmp_path):
     assert str(caught.value) == f"{fifo}: not a regular file (pipes, sockets and devices are not read)"
     make_input(tmp_path / "real.png")
     assert expand_inputs([tmp_path], IMAGE_EXTENSIONS) == [tmp_path / "real.png"]  # folders skip it silently
+
+
+def test_an_out_folder_that_cannot_be_written_is_refused_before_any_work(models, tmp_path):
+    image = make_input(tmp_path / "in" / "a.png")
+    out = Path("/proc/clipcli-cannot-write-here")
+    result = runner.invoke(cli.app, ["depth", str(image), "--model", str(models["rn"]), "--out", str(out)])
+    assert result.exit_code == 2
+    assert error_lines(result)[0].startswith("error: /proc: cannot write here (--out): ")
+    assert len(error_lines(result)) == 1

@@ -95,3 +95,14 @@ def test_run_batch_reads_ahead_skips_finished_inputs_and_records_bad_reads(tmp_p
     assert [row.get("square") for row in rows] == [0, None, 4, None, 16, 25]
     assert rows[3]["error"] == "in3: unreadable"
     assert sorted(read) == ["in0", "in2", "in3", "in4", "in5"]  # a finished input is not even read
+
+
+def test_a_file_system_failure_fails_its_input_with_one_line_and_the_batch_goes_on(capsys):
+    def process(path: Path) -> dict:
+        if path.name == "b":
+            raise OSError(28, "No space left on device", "/out/b_depth.png")
+        return {"done": True}
+
+    rows = run_batch([Path("a"), Path("b"), Path("c")], process, description="test")
+    assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
+    assert rows[1]["error"] == "b: No space left on device (/out/b_depth.png)"

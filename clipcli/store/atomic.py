@@ -59,7 +59,9 @@ def _create_beside(path: Path) -> Path:
     """
     tail = f".{secrets.token_hex(6)}.tmp{path.suffix}"
     room = _NAME_MAX - len(os.fsencode(tail)) - 1
-    stem = os.fsdecode(os.fsencode(path.stem)[:room])
+    stem = path.stem
+    while len(os.fsencode(stem)) > room:  # whole characters, so the name stays valid UTF-8
+        stem = stem[:-1]
     tmp = path.with_name(f".{stem}{tail}")
     os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
     return tmp
