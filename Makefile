@@ -14,10 +14,12 @@ setup:
 test:
 	$(BIN)/python -m pytest
 	$(BIN)/ruff check clipcli tests scripts
+	$(BIN)/mypy
 
 lint:
 	$(BIN)/ruff check clipcli tests scripts
 	$(BIN)/ruff format --check clipcli tests scripts
+	$(BIN)/mypy
 
 bench:
 	$(BIN)/python scripts/bench.py all
