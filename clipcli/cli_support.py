@@ -13,11 +13,12 @@ import json
 import sys
 import traceback
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 import typer
+from rich.console import RenderableType
 
 from clipcli import ui
 from clipcli.batch import sigterm_as_interrupt
@@ -111,6 +112,22 @@ def fail(message: str, code: int, debug: bool = False) -> None:
     first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
     ui.stderr.print(f"error: {first_line}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def show(common: Common, result: Any, render: Callable[[], Iterable[RenderableType]]) -> None:
+    """Print a command's result: `result` as JSON with `--json`, else what `render` builds for people.
+
+    `render` runs only without `--json`. Its strings print as written (they hold
+    file names, brackets and all); its tables carry their own markup.
+    """
+    if common.json:
+        print_json(result)
+        return
+    for item in render():
+        if isinstance(item, str):
+            ui.stdout.print(item, markup=False)
+        else:
+            ui.stdout.print(item)
 
 
 def print_json(result: Any) -> None:

@@ -9,9 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli import ui
 from clipcli.batch import expand_inputs, raise_for_failures
-from clipcli.cli_support import Common, command, print_json
+from clipcli.cli_support import Common, command, show
 from clipcli.options import TopK, TrustCheckpoint, frames_option, labels_option, model_option, out_option
 
 ACTION_HELP = """ActionCLIP action recognition (Wang et al. 2021) on video files.
@@ -75,11 +74,7 @@ def classify_action(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(results)
-    else:
-        for row in results:
-            ui.stdout.print(_action_table(row))
+    show(common, results, lambda: [_action_table(row) for row in results])
     raise_for_failures(results)
 
 

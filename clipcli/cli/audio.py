@@ -9,9 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli import ui
 from clipcli.batch import expand_inputs, raise_for_failures
-from clipcli.cli_support import Common, command, print_json
+from clipcli.cli_support import Common, command, show
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
 from clipcli.options import TopK, TrustCheckpoint, batch_size_option, labels_option
 
@@ -109,11 +108,7 @@ def audio_tag(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(report)
-    else:
-        for table in tag_tables(report):
-            ui.stdout.print(table)
+    show(common, report, lambda: tag_tables(report))
     raise_for_failures(report["results"] + report["image_failures"])
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -9,9 +10,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli import ui
 from clipcli.batch import expand_inputs, raise_for_failures
-from clipcli.cli_support import Common, command, print_json
+from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
 from clipcli.options import Colormap, OutputFolder, Overwrite, TrustCheckpoint, model_option
 
@@ -108,10 +108,7 @@ def depth(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(results)
-    else:
-        ui.stdout.print(_depth_table(results))
+    show(common, results, lambda: [_depth_table(results)])
     raise_for_failures(results)
 
 
@@ -155,18 +152,19 @@ def depth_eval(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(report)
-    else:
-        table = Table(title=f"DepthCLIP on {report['images']} image(s)")
-        table.add_column("")
-        for name in ("δ1", "δ2", "δ3", "AbsRel", "log10", "RMSE"):
-            table.add_column(name, justify="right")
-        if report["mean"]:
-            table.add_row("this run", *(f"{report['mean'][m]:.3f}" for m in depth_pipeline.METRICS))
-        table.add_row("paper (NYU v2)", *(f"{report['paper_nyu'][m]:.3f}" for m in depth_pipeline.METRICS))
-        ui.stdout.print(table)
+    show(common, report, lambda: [_depth_eval_table(report, depth_pipeline.METRICS)])
     raise_for_failures(report["per_image"])
+
+
+def _depth_eval_table(report: dict, metrics: Sequence[str]) -> Table:
+    table = Table(title=f"DepthCLIP on {report['images']} image(s)")
+    table.add_column("")
+    for name in ("δ1", "δ2", "δ3", "AbsRel", "log10", "RMSE"):
+        table.add_column(name, justify="right")
+    if report["mean"]:
+        table.add_row("this run", *(f"{report['mean'][m]:.3f}" for m in metrics))
+    table.add_row("paper (NYU v2)", *(f"{report['paper_nyu'][m]:.3f}" for m in metrics))
+    return table
 
 
 def register(app: typer.Typer) -> None:

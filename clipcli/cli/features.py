@@ -6,12 +6,12 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli import ui
 from clipcli.batch import expand_inputs, raise_for_failures
-from clipcli.cli_support import Common, command, print_json
+from clipcli.cli_support import Common, command, show
 from clipcli.options import (
     Dtype,
     FeatureLayout,
@@ -88,20 +88,21 @@ def features(
         workers=workers,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(report)
-    else:
-        table = Table(title=escape(f"CLIP-ViL {report['layout']} features ({report['model']}, {report['dtype']})"))
-        for column in ("input", "status", "shape" if layout != "pooled" else "row", "detail"):
-            table.add_column(column)
-        for row in report["per_image"]:
-            shape = " ".join(f"{k} {tuple(v)}" for k, v in row.get("shapes", {}).items()) or str(row.get("row", "-"))
-            detail = ", ".join(row.get("outputs", [])) or row.get("reason") or row.get("error", "")
-            table.add_row(escape(row["input"]), row["status"], shape, escape(detail))
-        ui.stdout.print(table)
-        if layout == "pooled":
-            ui.stdout.print(f"{report['rows']} rows in {report['matrix']} (index {report['index']})", markup=False)
+    show(common, report, lambda: _features_output(report, layout))
     raise_for_failures(report["per_image"])
+
+
+def _features_output(report: dict, layout: FeatureLayout) -> list[RenderableType]:
+    table = Table(title=escape(f"CLIP-ViL {report['layout']} features ({report['model']}, {report['dtype']})"))
+    for column in ("input", "status", "shape" if layout != "pooled" else "row", "detail"):
+        table.add_column(column)
+    for row in report["per_image"]:
+        shape = " ".join(f"{k} {tuple(v)}" for k, v in row.get("shapes", {}).items()) or str(row.get("row", "-"))
+        detail = ", ".join(row.get("outputs", [])) or row.get("reason") or row.get("error", "")
+        table.add_row(escape(row["input"]), row["status"], shape, escape(detail))
+    if layout != "pooled":
+        return [table]
+    return [table, f"{report['rows']} rows in {report['matrix']} (index {report['index']})"]
 
 
 # ---- vqa
@@ -149,26 +150,27 @@ def vqa(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(report)
-    else:
-        statement = report["template"] or f"yes: {report['statements']['yes']} / no: {report['statements']['no']}"
-        ui.stdout.print(
-            f"{report['kind']} question; {report['answers']} answers ({report['answer_set']}); statement: {statement}",
-            markup=False,
-        )
-        for row in report["per_image"]:
-            table = Table(title=escape(f"{row['input']}: {row.get('answer', row['status'])}"), title_justify="left")
-            if row["status"] != "ok":
-                table.add_column("detail")
-                table.add_row(escape(row.get("error") or row.get("reason", "")))
-            else:
-                for column in ("answer", "probability", "statement"):
-                    table.add_column(column, justify="right" if column == "probability" else "left")
-                for item in row["top"]:
-                    table.add_row(escape(item["answer"]), f"{item['probability']:.4f}", escape(item["statement"]))
-            ui.stdout.print(table)
+    show(common, report, lambda: _vqa_output(report))
     raise_for_failures(report["per_image"])
+
+
+def _vqa_output(report: dict) -> list[RenderableType]:
+    statement = report["template"] or f"yes: {report['statements']['yes']} / no: {report['statements']['no']}"
+    heading = f"{report['kind']} question; {report['answers']} answers ({report['answer_set']}); statement: {statement}"
+    return [heading, *(_vqa_table(row) for row in report["per_image"])]
+
+
+def _vqa_table(row: dict) -> Table:
+    table = Table(title=escape(f"{row['input']}: {row.get('answer', row['status'])}"), title_justify="left")
+    if row["status"] != "ok":
+        table.add_column("detail")
+        table.add_row(escape(row.get("error") or row.get("reason", "")))
+        return table
+    for column in ("answer", "probability", "statement"):
+        table.add_column(column, justify="right" if column == "probability" else "left")
+    for item in row["top"]:
+        table.add_row(escape(item["answer"]), f"{item['probability']:.4f}", escape(item["statement"]))
+    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -9,8 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli import ui
-from clipcli.cli_support import Common, command, print_json
+from clipcli.cli_support import Common, command, show
 from clipcli.errors import EXIT_BAD_INPUT
 from clipcli.options import TrustCheckpoint
 
@@ -31,10 +30,7 @@ def models_list(*, common: Common) -> None:
     from clipcli.pipelines import weights as weights_pipeline
 
     rows = weights_pipeline.list_models()
-    if common.json:
-        print_json(rows)
-    else:
-        ui.stdout.print(models_table(rows, "clipcli models"))
+    show(common, rows, lambda: [models_table(rows, "clipcli models")])
 
 
 def models_verify(
@@ -51,10 +47,7 @@ def models_verify(
     from clipcli.pipelines import weights as weights_pipeline
 
     rows = weights_pipeline.verify_models(name_or_path)
-    if common.json:
-        print_json(rows if name_or_path is None else rows[0])
-    else:
-        ui.stdout.print(models_table(rows, "verification"))
+    show(common, rows if name_or_path is None else rows[0], lambda: [models_table(rows, "verification")])
     if any(row["verified"] is False for row in rows):
         raise typer.Exit(EXIT_BAD_INPUT)
 
@@ -73,10 +66,7 @@ def models_import(
     from clipcli.pipelines import weights as weights_pipeline
 
     row = weights_pipeline.import_model(file, name, trust_checkpoint, overwrite)
-    if common.json:
-        print_json(row)
-    else:
-        ui.stdout.print(f"imported {row['name']} -> {row['path']}", markup=False)
+    show(common, row, lambda: [f"imported {row['name']} -> {row['path']}"])
 
 
 def register(app: typer.Typer) -> None:

@@ -9,9 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli import ui
 from clipcli.batch import expand_inputs, raise_for_failures
-from clipcli.cli_support import Common, command, print_json
+from clipcli.cli_support import Common, command, show
 from clipcli.defaults import FPS_POOL_MULTIPLE
 from clipcli.options import (
     Projection,
@@ -123,10 +122,7 @@ def point_classify(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(results)
-    else:
-        ui.stdout.print(_point_table(results, projection))
+    show(common, results, lambda: [_point_table(results, projection)])
     raise_for_failures(results)
 
 
@@ -202,18 +198,19 @@ def point_eval(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(report)
-    else:
-        table = Table(title=f"PointCLIP {projection.upper()} on {report['shapes']} shapes", title_justify="left")
-        for column in ("", "top-1 %", "top-5 %", "class mean %"):
-            table.add_column(column, justify="right" if column else "left")
-        if report["shapes"]:
-            table.add_row("this run", *(f"{report[key]:.2f}" for key in ("top1", "top5", "class_mean")))
-        if report["paper_top1"] is not None:
-            table.add_row("paper (test-tuned prompts and weights)", f"{report['paper_top1']:.2f}", "-", "-")
-        ui.stdout.print(table)
+    show(common, report, lambda: [_point_eval_table(report, projection)])
     raise_for_failures(report["files"])
+
+
+def _point_eval_table(report: dict, projection: str) -> Table:
+    table = Table(title=f"PointCLIP {projection.upper()} on {report['shapes']} shapes", title_justify="left")
+    for column in ("", "top-1 %", "top-5 %", "class mean %"):
+        table.add_column(column, justify="right" if column else "left")
+    if report["shapes"]:
+        table.add_row("this run", *(f"{report[key]:.2f}" for key in ("top1", "top5", "class_mean")))
+    if report["paper_top1"] is not None:
+        table.add_row("paper (test-tuned prompts and weights)", f"{report['paper_top1']:.2f}", "-", "-")
+    return table
 
 
 def register(app: typer.Typer) -> None:

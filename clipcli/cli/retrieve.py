@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli import ui
-from clipcli.cli_support import Common, command, print_json
+from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
 from clipcli.options import AnnMode, FrameSampling, TopK, TrustCheckpoint, frames_option, model_option
 
@@ -126,12 +126,10 @@ def retrieve(
     )
     for summary in result.summaries:
         ui.notice(retrieve_pipeline.summary_line(summary))
-    if common.json:
-        print_json([hit.as_dict() for hit in result.hits])
-    elif paths_only or null:
+    if (paths_only or null) and not common.json:
         _print_paths([hit.path for hit in result.hits], b"\0" if null else b"\n")
     else:
-        ui.stdout.print(_retrieve_table(result.hits, segments))
+        show(common, [hit.as_dict() for hit in result.hits], lambda: [_retrieve_table(result.hits, segments)])
     retrieve_pipeline.raise_for_failed(result.summaries)
 
 
@@ -187,19 +185,20 @@ def retrieve_eval(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(report)
-    else:
-        metrics = report["text_to_video"]
-        table = Table(title=f"CLIP4Clip {report['head']}: {report['evaluated']} sentences, {report['videos']} videos")
-        for column in ("", "R@1", "R@5", "R@10", "MdR", "MnR"):
-            table.add_column(column, justify="right")
-        table.add_row("this run", *(f"{metrics[key]:.1f}" for key in ("R@1", "R@5", "R@10", "MdR", "MnR")))
-        for name, paper in report["paper_msrvtt_1ka"].items():
-            cells = (f"{paper[key]:.1f}" if key in paper else "-" for key in ("R@1", "R@5", "R@10", "MdR", "MnR"))
-            table.add_row(f"paper, MSR-VTT 1k-A, {name}", *cells)
-        ui.stdout.print(table)
+    show(common, report, lambda: [_retrieve_eval_table(report)])
     retrieve_pipeline.raise_for_eval(report)
+
+
+def _retrieve_eval_table(report: dict) -> Table:
+    metrics = report["text_to_video"]
+    table = Table(title=f"CLIP4Clip {report['head']}: {report['evaluated']} sentences, {report['videos']} videos")
+    for column in ("", "R@1", "R@5", "R@10", "MdR", "MnR"):
+        table.add_column(column, justify="right")
+    table.add_row("this run", *(f"{metrics[key]:.1f}" for key in ("R@1", "R@5", "R@10", "MdR", "MnR")))
+    for name, paper in report["paper_msrvtt_1ka"].items():
+        cells = (f"{paper[key]:.1f}" if key in paper else "-" for key in ("R@1", "R@5", "R@10", "MdR", "MnR"))
+        table.add_row(f"paper, MSR-VTT 1k-A, {name}", *cells)
+    return table
 
 
 def register(app: typer.Typer) -> None:

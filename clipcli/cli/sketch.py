@@ -9,9 +9,8 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli import ui
 from clipcli.batch import expand_inputs, raise_for_failures
-from clipcli.cli_support import Common, command, print_json
+from clipcli.cli_support import Common, command, show
 from clipcli.options import Animation, OutputFolder, Overwrite, TrustCheckpoint, model_option
 
 SKETCH_HELP = """CLIPasso object sketching (Vinker et al. 2022): an image as a few black Bézier strokes.
@@ -114,21 +113,22 @@ def sketch(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    if common.json:
-        print_json(results)
-    else:
-        table = Table(title="CLIPasso")
-        for column in ("input", "status", "seed", "loss", "steps", "seconds", "sketch"):
-            table.add_column(column)
-        for row in results:
-            if row["status"] == "ok":
-                numbers = [f"{row['loss']:.4f}", str(row["iterations"]), f"{row['seconds']:.1f}"]
-                table.add_row(escape(row["input"]), "ok", str(row["chosen_seed"]), *numbers, escape(row["svg"]))
-            else:
-                detail = escape(row.get("error") or row.get("reason", ""))
-                table.add_row(escape(row["input"]), row["status"], "-", "-", "-", "-", detail)
-        ui.stdout.print(table)
+    show(common, results, lambda: [_sketch_table(results)])
     raise_for_failures(results)
+
+
+def _sketch_table(results: list[dict]) -> Table:
+    table = Table(title="CLIPasso")
+    for column in ("input", "status", "seed", "loss", "steps", "seconds", "sketch"):
+        table.add_column(column)
+    for row in results:
+        if row["status"] == "ok":
+            numbers = [f"{row['loss']:.4f}", str(row["iterations"]), f"{row['seconds']:.1f}"]
+            table.add_row(escape(row["input"]), "ok", str(row["chosen_seed"]), *numbers, escape(row["svg"]))
+        else:
+            detail = escape(row.get("error") or row.get("reason", ""))
+            table.add_row(escape(row["input"]), row["status"], "-", "-", "-", "-", detail)
+    return table
 
 
 def register(app: typer.Typer) -> None:
