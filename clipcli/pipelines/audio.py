@@ -12,6 +12,7 @@ windows' normalised embeddings; each window is also scored on its own (the timel
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -375,7 +376,9 @@ def run(
         text_features=encode_texts(model, caption_list, str(texts)) if caption_list else None,
     )
 
-    with ui.progress() as bar:
+    decode = functools.partial(_decode, length=length, raw_scale=raw_scale)
+    decoded_clips = read_ahead(enumerate(inputs), lambda item: decode(*item), workers=2, ahead=8)
+    with ui.progress() as bar, contextlib.closing(decoded_clips):
         task = bar.add_task("audio-tag", total=len(inputs))
         pending: list[DecodedClip] = []
 
@@ -388,8 +391,7 @@ def run(
                 bar.advance(task)
             pending.clear()
 
-        decode = functools.partial(_decode, length=length, raw_scale=raw_scale)
-        for (index, path), decoded in read_ahead(enumerate(inputs), lambda item: decode(*item), workers=2, ahead=8):
+        for (index, path), decoded in decoded_clips:
             if not isinstance(decoded, DecodedClip):
                 ui.stderr.print(f"error: {decoded}", markup=False, highlight=False, soft_wrap=True)
                 results[index] = {"input": str(path), "status": "failed", "error": str(decoded)}

@@ -25,6 +25,7 @@ follows what they spell out rather than what they were run as.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -181,15 +182,16 @@ def check_outputs(images: Sequence[Path], out: Path, layout: str) -> None:
 def batches(paths: Sequence[Path], prepare, batch_size: int, workers: int) -> Iterator[tuple[list, list, list]]:
     """Groups of `(paths, arrays)` of up to `batch_size` readable images, with the failures met on the way."""
     good, arrays, failed = [], [], []
-    for path, result in read_ahead(paths, prepare, workers=max(1, workers), ahead=2 * batch_size):
-        if isinstance(result, BadInputError):
-            failed.append((path, result))
-        else:
-            good.append(path)
-            arrays.append(result)
-        if len(good) == batch_size or (failed and not good):
-            yield good, arrays, failed
-            good, arrays, failed = [], [], []
+    with contextlib.closing(read_ahead(paths, prepare, workers=max(1, workers), ahead=2 * batch_size)) as images:
+        for path, result in images:
+            if isinstance(result, BadInputError):
+                failed.append((path, result))
+            else:
+                good.append(path)
+                arrays.append(result)
+            if len(good) == batch_size or (failed and not good):
+                yield good, arrays, failed
+                good, arrays, failed = [], [], []
     if good or failed:
         yield good, arrays, failed
 
