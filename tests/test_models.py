@@ -265,6 +265,8 @@ def test_trusted_import_of_torchscript_stores_plain_tensors_that_load_by_name_un
     reloaded, _ = load_clip("my-jit", device="cpu")
     for key, value in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[key], value)
+    again = weights_pipeline.import_model(jit_path, "my-jit", trust=True)  # the same file again: nothing to do
+    assert again["verified"] is True and again["path"] == row["path"]
 
 
 def test_import_under_a_name_that_holds_another_model_is_refused_unless_overwrite(

@@ -333,6 +333,23 @@ def verify(name_or_path: str) -> WeightsStatus:
 _NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@/+-]*$")
 
 
+def _holds_tensors(path: Path, tensors: dict) -> bool:
+    """Whether `path` is a plain state dict equal to `tensors` (what a trusted import stores)."""
+    import torch
+
+    try:
+        stored = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a plain state dict: it holds something else
+        return False
+    return (
+        isinstance(stored, dict)
+        and stored.keys() == tensors.keys()
+        and all(
+            isinstance(stored[key], torch.Tensor) and torch.equal(stored[key], value) for key, value in tensors.items()
+        )
+    )
+
+
 def import_weights(file: str | Path, name: str | None = None, check=None, overwrite: bool = False) -> WeightsStatus:
     """Copy a checkpoint into the models folder under its release name or `name`.
 
@@ -360,11 +377,13 @@ def import_weights(file: str | Path, name: str | None = None, check=None, overwr
     else:
         target_name = known.name
     dest = models_folder() / file_name_for(target_name)
-    if dest.exists() and not overwrite:
-        if fresh_sha256(dest) == digest:
-            return status_of(target_name, dest)  # already imported
-        raise BadInputError(f"{dest} already holds another model; pass --overwrite to replace it", source)
+    if dest.exists() and not overwrite and fresh_sha256(dest) == digest:
+        return status_of(target_name, dest)  # already imported
     tensors = check(source) if known is None and check is not None else None
+    if dest.exists() and not overwrite:
+        if tensors is not None and _holds_tensors(dest, tensors):
+            return status_of(target_name, dest)  # already imported, re-saved as plain tensors
+        raise BadInputError(f"{dest} already holds another model; pass --overwrite to replace it", source)
     with atomic_path(dest) as tmp:
         if tensors is None:
             shutil.copyfile(source, tmp)
