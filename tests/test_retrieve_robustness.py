@@ -204,6 +204,18 @@ def test_stray_snapshot_temp_files_are_removed(tmp_path):
     assert recent.exists()
 
 
+def test_a_reader_keeps_the_newer_snapshot_another_process_wrote(tmp_path):
+    index_dir = tmp_path / "index"
+    with VideoIndex(index_dir) as index:
+        index.write([record(tmp_path / "a.mp4", np.eye(1, 32, dtype=np.float32)[0])])
+        newer = [index_dir / f"snapshot-{index.id}-999.{suffix}" for suffix in ("keys", "npy")]
+        older = index_dir / f"snapshot-{index.id}-0.npy"
+        for path in [*newer, older]:
+            path.write_bytes(b"another process's")
+        assert index.matrix([tmp_path]).paths == [tmp_path / "a.mp4"]
+    assert all(path.exists() for path in newer) and not older.exists()
+
+
 @pytest.fixture
 def retriever(tiny_vit_path):
     return retrieve.Retriever.load(str(tiny_vit_path), device="cpu")

@@ -37,7 +37,7 @@ import numpy as np
 
 from clipcli.errors import BadInputError
 from clipcli.store.atomic import atomic_path
-from clipcli.store.cache import remove_stale
+from clipcli.store.cache import is_current, remove_stale
 
 MODES = ("auto", "on", "off")
 DEFAULT_THRESHOLD = 100_000  # `--ann auto` searches approximately above this many videos
@@ -243,13 +243,6 @@ def fingerprint(keys: list[bytes], embeddings: np.ndarray, identity: dict | None
     return digest.hexdigest()
 
 
-def _current(path: Path, database_id: str, generation: int) -> bool:
-    """Whether `path` is an `ann-ID-GEN.*` file of this database, of this generation or a newer one."""
-    prefix = f"ann-{database_id}-"
-    number = path.name.split(".")[0].removeprefix(prefix)
-    return path.name.startswith(prefix) and number.isdigit() and int(number) >= generation
-
-
 def load_or_build(
     folder: Path,
     database_id: str | None,
@@ -283,7 +276,7 @@ def load_or_build(
     try:
         built.save(faiss_file, meta)
         # Newer generations of this database stay: they may be another process's.
-        remove_stale(folder, "ann-", lambda path: _current(path, database_id, generation))
+        remove_stale(folder, "ann-", lambda path: is_current(path, f"ann-{database_id}-", generation))
     except OSError:
         pass
     return built

@@ -52,6 +52,12 @@ def write_cache(path: Path, write: Callable[[Path], object]) -> None:
         pass
 
 
+def is_current(path: Path, prefix: str, generation: int) -> bool:
+    """Whether `path` is a `PREFIXGEN.*` file of `generation` or a newer one (another process's: keep it)."""
+    number = path.name.split(".")[0].removeprefix(prefix)
+    return path.name.startswith(prefix) and number.isdigit() and int(number) >= generation
+
+
 def remove_stale(folder: Path, prefix: str, keep: Callable[[Path], bool]) -> None:
     """Delete the `prefix*` files `keep` rejects and the `.prefix*` temp files of writers that died."""
     for path in folder.glob(f"{prefix}*"):

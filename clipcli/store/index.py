@@ -43,7 +43,7 @@ import numpy as np
 
 from clipcli.errors import BadInputError
 from clipcli.store.ann import AnnIndex, load_or_build
-from clipcli.store.cache import remove_stale, write_cache
+from clipcli.store.cache import is_current, remove_stale, write_cache
 
 SCHEMA_VERSION = 1
 DB_NAME = "index.sqlite3"
@@ -396,7 +396,7 @@ class VideoIndex:
         write_cache(keys_file, lambda tmp: tmp.write_bytes(b"\0".join(snapshot.keys)))
         write_cache(embeddings_file, lambda tmp: np.save(tmp, snapshot.embeddings))
         with contextlib.suppress(OSError):
-            remove_stale(self.folder, "snapshot-", lambda path: path in (keys_file, embeddings_file))
+            remove_stale(self.folder, "snapshot-", lambda path: is_current(path, f"snapshot-{self.id}-", generation))
 
     def _read_snapshot(self) -> tuple[int, Matrix]:
         """The generation and every embedded row, read in one transaction so they agree."""
