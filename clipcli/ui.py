@@ -21,8 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-stderr = Console(stderr=True, highlight=False)
-stdout = Console(highlight=False)
+stderr = Console(stderr=True, highlight=False, emoji=False)  # file names hold ":smile:" as written
+stdout = Console(highlight=False, emoji=False)
 _quiet = False
 
 

@@ -40,3 +40,12 @@ def test_torchs_pickle_protocol_warning_does_not_precede_the_refusal(tmp_path):
     assert stderr_lines(result) == [
         f"error: {checkpoint}: checkpoint needs code execution to load; pass --trust-checkpoint if you trust its source"
     ]
+
+
+def test_names_holding_emoji_codes_print_as_written(tmp_path, tiny_vit_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_xyz(tmp_path / "chair:smile:.xyz", cube_points(100, 0))
+    args = ["point-classify", "chair:smile:.xyz", "--labels", "a,b", "--points", "64", "--model", tiny_vit_path, "--device", "cpu"]
+    result = runner.invoke(app, [str(arg) for arg in args])
+    assert result.exit_code == 0, result.output
+    assert "chair:smile:" in result.stdout and "\N{SMILING FACE WITH OPEN MOUTH AND SMILING EYES}" not in result.stdout

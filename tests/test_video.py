@@ -403,3 +403,13 @@ def test_video_extensions_are_lowercase_suffixes():
     assert {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".wmv", ".flv", ".3gp", ".ts"} <= set(
         VIDEO_EXTENSIONS
     )
+
+
+def test_any_decord_failure_with_the_decord_backend_is_bad_input(tmp_path, monkeypatch):
+    path = write_video(tmp_path / "clip.mp4", 20)
+
+    def failing(info, wanted):
+        raise ValueError("cannot reshape array of size 0")
+
+    monkeypatch.setattr(video, "_read_decord", failing)
+    assert_bad_input(path, "decord cannot read it (ValueError)", "pyav", backend="decord")

@@ -406,12 +406,13 @@ def _decode(info: VideoInfo, wanted: np.ndarray, backend: str) -> _Decoded:
 
 def _read_decord_or_refuse(info: VideoInfo, wanted: np.ndarray) -> _Decoded:
     """decord alone, as asked: its failures (DECORDError, bad frame shapes) are the file's."""
-    import decord
 
     try:
         return _read_decord(info, wanted)
-    except (decord.DECORDError, RuntimeError):
-        raise BadInputError("decord cannot read it; the pyav backend may", info.path) from None
+    except BadInputError:
+        raise
+    except Exception as err:  # DECORDError, RuntimeError, shape errors...: as in the auto path, the file's fault
+        raise BadInputError(f"decord cannot read it ({type(err).__name__}); the pyav backend may", info.path) from None
 
 
 def _decord_suits(info: VideoInfo) -> bool:
