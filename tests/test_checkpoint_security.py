@@ -185,11 +185,11 @@ def write_deflate_bomb(path: Path, inflated_bytes: int) -> Path:
 def test_checkpoint_that_inflates_far_beyond_its_size_is_refused(tmp_path):
     bomb = write_deflate_bomb(tmp_path / "bomb.pt", 64 << 20)
     assert bomb.stat().st_size < 1 << 20
-    with pytest.raises(BadInputError, match=r"bomb\.pt: zip archive inflates to 67,1\d\d,\d\d\d bytes"):
+    with pytest.raises(BadInputError, match=r"bomb\.pt: zip archive unpacks to 67,1\d\d,\d\d\d bytes"):
         load_checkpoint(bomb)
     result = runner.invoke(app, ["models", "import", str(bomb), "--name", "bomb"])
     lines = result.stderr.strip().splitlines()
-    assert result.exit_code == 2 and len(lines) == 1 and "bomb.pt: zip archive inflates" in lines[0]
+    assert result.exit_code == 2 and len(lines) == 1 and "bomb.pt: zip archive unpacks" in lines[0]
 
 
 def test_deflated_checkpoint_within_the_inflation_cap_loads(tmp_path):

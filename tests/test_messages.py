@@ -45,7 +45,8 @@ def test_torchs_pickle_protocol_warning_does_not_precede_the_refusal(tmp_path):
 def test_names_holding_emoji_codes_print_as_written(tmp_path, tiny_vit_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     write_xyz(tmp_path / "chair:smile:.xyz", cube_points(100, 0))
-    args = ["point-classify", "chair:smile:.xyz", "--labels", "a,b", "--points", "64", "--model", tiny_vit_path, "--device", "cpu"]
+    args = ["point-classify", "chair:smile:.xyz", "--labels", "a,b", "--points", "64", "--model", tiny_vit_path,
+            "--device", "cpu"]  # fmt: skip
     result = runner.invoke(app, [str(arg) for arg in args])
     assert result.exit_code == 0, result.output
     assert "chair:smile:" in result.stdout and "\N{SMILING FACE WITH OPEN MOUTH AND SMILING EYES}" not in result.stdout

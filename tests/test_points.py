@@ -368,7 +368,7 @@ def test_3mf_that_unpacks_far_beyond_its_size_is_refused(tmp_path):
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("3D/3dmodel.model", b" " * 20_000_000)  # packs to about 20 kB
     with pytest.raises(
-        BadInputError, match=r"bomb\.3mf: 3MF archive unpacks to 20,000,000 bytes from [\d,]+; at most 100"
+        BadInputError, match=r"bomb\.3mf: 3MF zip archive unpacks to 20,000,000 bytes from [\d,]+; at most 100"
     ):
         load_points(path)
 

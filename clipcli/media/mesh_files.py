@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from clipcli.media.archives import ArchiveTooLarge, checked_entries
 from clipcli.media.ply import PlyError, check_ascii_rows, parse_ply_header, read_binary_ply_row_by_row
 
 # trimesh logs what it skips (unknown glTF extensions, undefined 3MF components); the
@@ -33,8 +34,7 @@ MESH_FILE_TYPES = {
     ".gltf": "gltf",
     ".3mf": "3mf",
 }
-MAX_3MF_INFLATION = 100
-INFLATION_ALLOWANCE = 1 << 20  # bytes; small archives of well-packed XML stay readable
+MAX_3MF_INFLATION = 100  # 3MF's XML packs about 5 to 1, a zip bomb thousands to 1
 _OBJ_COMMENT = re.compile(rb"#[^\n]*")
 _OBJ_COMMENT_AFTER_DATA = re.compile(rb"^[ \t]*[a-z]+[ \t][^#\n]*#", re.M)
 _OBJ_RELATIVE_INDEX_LINE = re.compile(rb"^[ \t]*f[ \t][^\n]*\s-\d", re.M)
@@ -83,20 +83,13 @@ def _is_binary_stl(data: bytes) -> bool:
 
 
 def _check_inflation(data: bytes) -> None:
-    """Refuse a 3MF (a zip archive) whose entries unpack to more than MAX_3MF_INFLATION times its size.
-
-    trimesh unpacks every entry into memory; 3MF's XML packs about 5 to 1, a zip bomb thousands to 1.
-    """
+    """Refuse a 3MF whose entries unpack too far: trimesh unpacks every entry into memory."""
     try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            inflated = sum(entry.file_size for entry in archive.infolist())
+        checked_entries(io.BytesIO(data), len(data), MAX_3MF_INFLATION)
+    except ArchiveTooLarge as error:
+        raise MeshFileError(f"3MF {error}") from None
     except (zipfile.BadZipFile, ValueError) as error:
         raise MeshFileError(f"not a readable 3MF file ({error})") from None
-    if inflated > MAX_3MF_INFLATION * len(data) + INFLATION_ALLOWANCE:
-        raise MeshFileError(
-            f"3MF archive unpacks to {inflated:,} bytes from {len(data):,}; at most {MAX_3MF_INFLATION} times its size"
-            " is read"
-        )
 
 
 def _check_text_stl(data: bytes) -> None:

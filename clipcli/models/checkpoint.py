@@ -19,6 +19,7 @@ from typing import BinaryIO
 import torch
 
 from clipcli.errors import BadInputError
+from clipcli.media.archives import ArchiveTooLarge, checked_entries
 from clipcli.models.weights import KNOWN, sha256_of_stream
 
 TRUST_HINT = "pass --trust-checkpoint if you trust its source"
@@ -26,7 +27,6 @@ TRUST_HINT = "pass --trust-checkpoint if you trust its source"
 # torch.save and torch.jit.save store zip entries uncompressed, so a checkpoint
 # unpacks to about its own size; only a crafted archive inflates further.
 MAX_INFLATION = 16
-INFLATION_ALLOWANCE = 1 << 20  # bytes; tiny archives of compressed metadata stay loadable
 _ZIP_MAGIC = b"PK\x03\x04"  # what torch.load looks for to read a file as a zip archive
 
 
@@ -50,25 +50,17 @@ def load_checkpoint(path: str | Path, *, trust: bool = False) -> dict:
 def _zip_entry_names(path: Path) -> list[str] | None:
     """The entry names of a zip checkpoint (None for other files), refusing archives that inflate too far.
 
-    The limit is MAX_INFLATION times the file size plus INFLATION_ALLOWANCE, summed
-    over the sizes the central directory declares (readers allocate by those).
+    The limit is MAX_INFLATION times the file size (`clipcli.media.archives`).
     """
     with open(path, "rb") as handle:
         if handle.read(len(_ZIP_MAGIC)) != _ZIP_MAGIC:
             return None
     try:
-        with zipfile.ZipFile(path) as archive:
-            entries = archive.infolist()
+        entries = checked_entries(path, path.stat().st_size, MAX_INFLATION)
+    except ArchiveTooLarge as err:
+        raise BadInputError(str(err), path) from None
     except (zipfile.BadZipFile, OSError, ValueError) as err:
         raise BadInputError(f"damaged zip archive ({_first_line(err)})", path) from err
-    size = path.stat().st_size
-    inflated = sum(entry.file_size for entry in entries)
-    if inflated > MAX_INFLATION * size + INFLATION_ALLOWANCE:
-        raise BadInputError(
-            f"zip archive inflates to {inflated:,} bytes from {size:,}; "
-            f"checkpoints may unpack to at most {MAX_INFLATION} times their size",
-            path,
-        )
     return [entry.filename for entry in entries]
 
 
