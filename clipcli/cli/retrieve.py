@@ -95,6 +95,7 @@ def retrieve(
     *,
     common: Common,
 ) -> None:
+    from clipcli.media.sampling import fast_variant
     from clipcli.pipelines import retrieve as retrieve_pipeline
 
     if image is None:
@@ -103,8 +104,6 @@ def retrieve(
         items, query = items[:-1], items[-1]
     else:
         query = None
-    if fast and sampling != FrameSampling.UNIFORM:
-        raise BadInputError("--fast replaces uniform sampling; it cannot be combined with --sampling fps")
     if null and common.json:
         raise BadInputError("--null prints paths only; it cannot be combined with --json")
     result = retrieve_pipeline.run(
@@ -113,7 +112,7 @@ def retrieve(
         image,
         top_k=top_k,
         frames=frames,
-        sampling="keyframes" if fast else sampling,
+        sampling=fast_variant(sampling) if fast else sampling,
         model_name=model,
         checkpoint=checkpoint,
         index_dir=index,
