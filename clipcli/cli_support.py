@@ -22,7 +22,7 @@ from rich.console import RenderableType
 
 from clipcli import ui
 from clipcli.batch import sigterm_as_interrupt
-from clipcli.errors import EXIT_BUG, ClipcliError
+from clipcli.errors import EXIT_BUG, ClipcliError, first_line
 
 
 @dataclass(frozen=True)
@@ -109,8 +109,7 @@ def fail(message: str, code: int, debug: bool = False) -> None:
     """Print `error: message` on stderr and exit with `code`."""
     if debug:
         traceback.print_exc()
-    first_line = message.strip().splitlines()[0] if message.strip() else "unknown error"
-    ui.stderr.print(f"error: {first_line}", markup=False, highlight=False, soft_wrap=True)
+    ui.stderr.print(f"error: {first_line(message, limit=None)}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

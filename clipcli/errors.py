@@ -14,6 +14,17 @@ EXIT_WEIGHTS = 3
 EXIT_PARTIAL = 4
 
 
+def first_line(error: BaseException | str, limit: int | None = 200) -> str:
+    """The first non-empty line of an error's message (cut at `limit` characters), else its type's name.
+
+    Libraries' messages run to tracebacks and hex dumps; a one-line error quotes their first line.
+    """
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    if lines:
+        return lines[0][:limit]
+    return type(error).__name__ if isinstance(error, BaseException) else "unknown error"
+
+
 class ClipcliError(Exception):
     """Base class: anything the CLI turns into `error: <message>` and an exit code."""
 

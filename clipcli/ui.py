@@ -21,6 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from clipcli.errors import first_line
+
 stderr = Console(stderr=True, highlight=False, emoji=False)  # file names hold ":smile:" as written
 stdout = Console(highlight=False, emoji=False)
 _quiet = False
@@ -52,8 +54,7 @@ def notice(message: str) -> None:
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """`warnings.showwarning` as one notice line: no source path or code line from the library that warned."""
-    text = str(message).strip().splitlines()
-    notice(f"warning: {text[0] if text else category.__name__}")
+    notice(f"warning: {first_line(message, limit=None)}")
 
 
 def progress(*, transfer: bool = False) -> Progress:

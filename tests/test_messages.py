@@ -50,3 +50,12 @@ def test_names_holding_emoji_codes_print_as_written(tmp_path, tiny_vit_path, mon
     result = runner.invoke(app, [str(arg) for arg in args])
     assert result.exit_code == 0, result.output
     assert "chair:smile:" in result.stdout and "\N{SMILING FACE WITH OPEN MOUTH AND SMILING EYES}" not in result.stdout
+
+
+def test_first_line_quotes_a_libraries_message_or_names_its_type():
+    from clipcli.errors import first_line
+
+    assert first_line(RuntimeError("\n  storage mismatch  \ntraceback line")) == "storage mismatch"
+    assert first_line(KeyError()) == "KeyError"  # str(KeyError()) is "": no IndexError here
+    assert first_line(OSError("x" * 500)) == "x" * 200
+    assert first_line("") == "unknown error"

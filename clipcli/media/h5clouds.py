@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, first_line
 
 H5_EXTENSIONS = (".h5", ".hdf5")
 
@@ -36,7 +36,7 @@ def read_h5_clouds(path: str | Path, index: int | None = None) -> tuple[np.ndarr
         with h5py.File(path, "r") as handle:
             data, labels = _read_arrays(handle, index, path)
     except OSError as error:
-        raise BadInputError(f"not a readable HDF5 file ({str(error).splitlines()[0]})", path) from None
+        raise BadInputError(f"not a readable HDF5 file ({first_line(error)})", path) from None
     if not np.isfinite(data).all():
         shape = int(np.nonzero(~np.isfinite(data).all(axis=(1, 2)))[0][0]) if index is None else index
         raise BadInputError(f"shape {shape} has NaN or infinite coordinates", path)

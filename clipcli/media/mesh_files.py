@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from clipcli.errors import first_line
 from clipcli.media.archives import ArchiveTooLarge, checked_entries
 from clipcli.media.ply import PlyError, check_ascii_rows, parse_ply_header, read_binary_ply_row_by_row
 
@@ -183,8 +184,7 @@ def _load_scene(data: bytes, file_type: str, path: Path):
     try:
         return trimesh.load_scene(io.BytesIO(data), file_type=file_type, resolver=resolver, process=False, **options)
     except Exception as error:  # trimesh's parsers raise whatever the bad bytes trip (ValueError, KeyError, ...)
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise MeshFileError(f"not a readable {_format_name(file_type)} file ({reason})") from None
+        raise MeshFileError(f"not a readable {_format_name(file_type)} file ({first_line(error)})") from None
 
 
 def _flatten(scene) -> tuple[np.ndarray, np.ndarray | None]:

@@ -25,7 +25,7 @@ import torch
 from clip.model import CLIP, Transformer
 from torch import nn
 
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, first_line
 from clipcli.models.checkpoint import load_checkpoint
 from clipcli.models.clip_loader import clip_from_state_dict
 from clipcli.models.device import resolve_device
@@ -185,8 +185,9 @@ def fusion_from_state_dict(fusion_state: dict, clip_state: dict, source: str | P
     try:
         head.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        detail = str(err).splitlines()[0][:200]
-        raise BadInputError(f"fusion_model_state_dict does not fit a {head.kind} head ({detail})", source) from err
+        raise BadInputError(
+            f"fusion_model_state_dict does not fit a {head.kind} head ({first_line(err)})", source
+        ) from err
     return head.float().eval()
 
 

@@ -18,7 +18,7 @@ from typing import BinaryIO
 
 import torch
 
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, first_line
 from clipcli.media.archives import ArchiveTooLarge, checked_entries
 from clipcli.models.weights import KNOWN, sha256_of_stream
 
@@ -60,7 +60,7 @@ def _zip_entry_names(path: Path) -> list[str] | None:
     except ArchiveTooLarge as err:
         raise BadInputError(str(err), path) from None
     except (zipfile.BadZipFile, OSError, ValueError) as err:
-        raise BadInputError(f"damaged zip archive ({_first_line(err)})", path) from err
+        raise BadInputError(f"damaged zip archive ({first_line(err)})", path) from err
     return [entry.filename for entry in entries]
 
 
@@ -86,7 +86,7 @@ def _torchscript_state_dict(path: Path, trust: bool) -> dict:
                 warnings.simplefilter("ignore", FutureWarning)  # jit.load is deprecated, the files are not
                 module = torch.jit.load(_name_of_open_file(handle, path), map_location="cpu")
         except RuntimeError as err:
-            raise BadInputError(f"unreadable TorchScript checkpoint ({_first_line(err)})", path) from err
+            raise BadInputError(f"unreadable TorchScript checkpoint ({first_line(err)})", path) from err
     return module.state_dict()
 
 
@@ -104,18 +104,13 @@ def _pickled_state_dict(path: Path, trust: bool) -> dict:
     except pickle.UnpicklingError as err:
         if not trust and "weights_only" in str(err).lower().replace(" ", "_"):
             raise BadInputError(f"checkpoint needs code execution to load; {TRUST_HINT}", path) from err
-        raise BadInputError(f"not a PyTorch checkpoint ({_first_line(err)})", path) from err
+        raise BadInputError(f"not a PyTorch checkpoint ({first_line(err)})", path) from err
     except RuntimeError as err:
         if "storage has wrong byte size" in str(err):  # torch's message here prints "%ld" unformatted
             raise BadInputError("damaged checkpoint (a tensor's storage size does not match its data)", path) from err
-        raise BadInputError(f"not a PyTorch checkpoint ({_first_line(err)})", path) from err
+        raise BadInputError(f"not a PyTorch checkpoint ({first_line(err)})", path) from err
     except Exception as err:  # torch raises KeyError, EOFError... on junk
-        raise BadInputError(f"not a PyTorch checkpoint ({_first_line(err)})", path) from err
+        raise BadInputError(f"not a PyTorch checkpoint ({first_line(err)})", path) from err
     if not isinstance(loaded, dict):
         raise BadInputError(f"checkpoint holds a {type(loaded).__name__}, not a dict of tensors", path)
     return loaded
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return text[0][:200] if text else type(err).__name__

@@ -13,7 +13,7 @@ import torch
 from clip.clip import _transform
 from clip.model import CLIP, build_model
 
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, first_line
 from clipcli.models.checkpoint import load_checkpoint
 from clipcli.models.device import resolve_device
 from clipcli.models.weights import resolve_weights
@@ -29,7 +29,7 @@ def clip_from_state_dict(state_dict: dict, device: str | torch.device, source: s
     try:
         model = build_model(dict(state_dict)).to(device)
     except (KeyError, RuntimeError, ValueError, IndexError) as err:
-        raise BadInputError(f"not a loadable CLIP checkpoint ({str(err).splitlines()[0][:200]})", source) from err
+        raise BadInputError(f"not a loadable CLIP checkpoint ({first_line(err)})", source) from err
     if str(device) == "cpu":
         model.float()
     return model

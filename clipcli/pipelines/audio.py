@@ -27,7 +27,7 @@ from PIL import Image
 from clipcli import ui
 from clipcli.batch import expand_inputs
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, first_line
 from clipcli.media.audio import load_audio
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
 from clipcli.media.labels import Labels, packaged_lines, read_labels, read_lines
@@ -73,7 +73,7 @@ def encode_texts(model: AudioCLIP, texts: Sequence[str], source: str) -> torch.T
     try:
         return text_classifier(model.clip, [[text] for text in texts]).T.float().cpu()
     except RuntimeError as err:  # clip.tokenize refuses texts over 77 tokens
-        raise BadInputError(f"{source}: {str(err).splitlines()[0]}") from None
+        raise BadInputError(f"{source}: {first_line(err)}") from None
 
 
 # ---------------------------------------------------------------- audio

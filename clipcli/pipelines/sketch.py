@@ -38,7 +38,7 @@ from PIL import Image
 
 from clipcli import ui
 from clipcli.batch import OutputNames
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, first_line
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
 from clipcli.models import load_clip, resolve_device
 from clipcli.models.normalize import clip_normalize, clip_stats
@@ -179,7 +179,7 @@ class ClipassoLoss:
                 self._graphed[key] = torch.cuda.make_graphed_callables(fn, samples)
             except (RuntimeError, AssertionError) as error:  # capture refused; the warm-ups changed no state
                 self.cuda_graphs = False
-                ui.notice(f"CUDA graphs unavailable here, running eagerly: {str(error).splitlines()[0]}")
+                ui.notice(f"CUDA graphs unavailable here, running eagerly: {first_line(error)}")
                 return fn(*args)
         return self._graphed[key](*args)
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from clipcli import ui
-from clipcli.errors import BadInputError, PartialFailure
+from clipcli.errors import BadInputError, PartialFailure, first_line
 from clipcli.media.sampling import FPS, KEYFRAMES, UNIFORM, sample_video
 from clipcli.models.frames import preprocess_frames
 from clipcli.pipelines.retrieve.model import Retriever
@@ -55,7 +55,7 @@ _DECODE_ERRORS = (BadInputError, av.error.FFmpegError, OSError, RuntimeError, Va
 def _failure_message(path: Path, err: BaseException) -> str:
     if isinstance(err, BadInputError):
         return str(err)
-    return f"{path}: cannot decode ({type(err).__name__}: {str(err).strip().splitlines()[0][:200] if str(err) else ''})"
+    return f"{path}: cannot decode ({type(err).__name__}: {first_line(err)})"
 
 
 @dataclass
