@@ -42,8 +42,7 @@ def run_batch(
     (`clipcli.prefetch`) and the call is `process(path, read(path))`. A
     `BadInputError` from either marks that input failed and the batch goes on.
     """
-    skipped = {"status": "skipped", "reason": "outputs exist (use --overwrite)"}
-    rows = [{"input": str(path), **skipped} if done is not None and done(path) else None for path in inputs]
+    rows = [skipped_row(path) if done is not None and done(path) else None for path in inputs]
     todo = [(position, path) for position, path in enumerate(inputs) if rows[position] is None]
     if read is None:
         values: Generator[tuple[tuple[int, Path], object], None, None] = ((entry, None) for entry in todo)
@@ -58,11 +57,22 @@ def run_batch(
                 data = process(path) if read is None else process(path, value)
                 rows[position] = {"input": str(path), "status": "ok", **data}
             except (BadInputError, OSError) as err:
-                message = str(err) if isinstance(err, BadInputError) else _os_error_message(path, err)
-                ui.stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
-                rows[position] = {"input": str(path), "status": "failed", "error": message}
+                rows[position] = failed_row(
+                    path, err if isinstance(err, BadInputError) else _os_error_message(path, err)
+                )
             bar.advance(task)
     return [row for row in rows if row is not None]
+
+
+def skipped_row(path: Path, reason: str = "outputs exist (use --overwrite)") -> dict:
+    """The result row of an input whose outputs are already there."""
+    return {"input": str(path), "status": "skipped", "reason": reason}
+
+
+def failed_row(path: Path, error: BaseException | str) -> dict:
+    """The result row of an input that failed; its one-line error is said on stderr as it happens."""
+    ui.error(str(error))
+    return {"input": str(path), "status": "failed", "error": str(error)}
 
 
 def _os_error_message(path: Path, err: OSError) -> str:

@@ -109,7 +109,7 @@ def fail(message: str, code: int, debug: bool = False) -> None:
     """Print `error: message` on stderr and exit with `code`."""
     if debug:
         traceback.print_exc()
-    ui.stderr.print(f"error: {first_line(message, limit=None)}", markup=False, highlight=False, soft_wrap=True)
+    ui.error(first_line(message, limit=None))
     raise typer.Exit(code)
 
 

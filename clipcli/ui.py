@@ -52,6 +52,11 @@ def notice(message: str) -> None:
         stderr.print(message, markup=False, soft_wrap=True)
 
 
+def error(message: str) -> None:
+    """`error: message` on stderr, one line, shown even with --quiet (it says why the exit code is not 0)."""
+    stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+
+
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """`warnings.showwarning` as one notice line: no source path or code line from the library that warned."""
     notice(f"warning: {first_line(message, limit=None)}")

@@ -25,7 +25,7 @@ from clip.clip import _transform
 from PIL import Image
 
 from clipcli import ui
-from clipcli.batch import expand_inputs
+from clipcli.batch import expand_inputs, failed_row
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
 from clipcli.errors import BadInputError, first_line
 from clipcli.media.audio import load_audio
@@ -229,8 +229,7 @@ def image_features(
         try:
             todo.append((path, preprocess(Image.fromarray(load_image(path)))))
         except BadInputError as err:
-            ui.stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-            failed.append({"input": str(path), "status": "failed", "error": str(err)})
+            failed.append(failed_row(path, err))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         embedded = model.encode_image(torch.stack([pixels for _, pixels in chunk])).float().cpu().numpy()
@@ -393,8 +392,7 @@ def run(
 
         for (index, path), decoded in decoded_clips:
             if not isinstance(decoded, DecodedClip):
-                ui.stderr.print(f"error: {decoded}", markup=False, highlight=False, soft_wrap=True)
-                results[index] = {"input": str(path), "status": "failed", "error": str(decoded)}
+                results[index] = failed_row(path, decoded)
                 bar.advance(task)
                 continue
             pending.append(decoded)

@@ -40,7 +40,7 @@ from clip.model import ModifiedResNet
 from PIL import Image
 
 from clipcli import ui
-from clipcli.batch import OutputNames, check_output_folder
+from clipcli.batch import OutputNames, check_output_folder, failed_row, skipped_row
 from clipcli.errors import BadInputError
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
@@ -196,11 +196,6 @@ def batches(paths: Sequence[Path], prepare, batch_size: int, workers: int) -> It
         yield good, arrays, failed
 
 
-def _failure(path: Path, err: BadInputError) -> dict:
-    ui.stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-    return {"input": str(path), "status": "failed", "error": str(err)}
-
-
 # ---------------------------------------------------------------- running a batch of files
 
 
@@ -266,7 +261,7 @@ def extract(
     todo = []
     for image in images:
         if not overwrite and all(path.exists() for path in grid_layout.outputs(image, out)):
-            results[image] = {"input": str(image), "status": "skipped", "reason": "outputs exist (use --overwrite)"}
+            results[image] = skipped_row(image)
         else:
             todo.append(image)
 
@@ -278,7 +273,7 @@ def extract(
         task = bar.add_task(f"features ({layout})", total=len(images), completed=len(images) - len(todo))
         for paths, arrays, failed in batches(todo, prepare, batch_size, workers):
             for path, err in failed:
-                results[path] = _failure(path, err)
+                results[path] = failed_row(path, err)
             if paths:
                 start = time.perf_counter()
                 pixels = normalize(torch.from_numpy(np.stack(arrays)), device_of_model)
@@ -396,7 +391,7 @@ def _run_pooled(images, model, preprocess, model_name, out, batch_size, dtype, o
             task = bar.add_task("features (pooled)", total=len(images), completed=len(images) - len(todo))
             for paths, tensors, failed in batches(todo, prepare, batch_size, workers):
                 for path, err in failed:
-                    results[str(path.resolve())] = _failure(path, err)
+                    results[str(path.resolve())] = failed_row(path, err)
                 if paths:
                     with torch.no_grad():
                         vectors = model.encode_image(torch.stack(tensors).to(device)).float()

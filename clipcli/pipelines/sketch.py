@@ -37,7 +37,7 @@ from clip.model import ModifiedResNet, VisionTransformer
 from PIL import Image
 
 from clipcli import ui
-from clipcli.batch import OutputNames
+from clipcli.batch import OutputNames, failed_row, skipped_row
 from clipcli.errors import BadInputError, first_line
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
 from clipcli.models import load_clip, resolve_device
@@ -611,7 +611,7 @@ def run(
         for path in images:
             outputs = SketchOutputs.for_input(path, out, animate, mask == "auto")
             if not overwrite and outputs.all_exist():
-                results.append({"input": str(path), "status": "skipped", "reason": "outputs exist (use --overwrite)"})
+                results.append(skipped_row(path))
                 continue
             task = bar.add_task(path.name, total=settings.iterations)
 
@@ -625,7 +625,6 @@ def run(
                 )
                 results.append({"input": str(path), "status": "ok", **row})
             except BadInputError as err:
-                ui.stderr.print(f"error: {err}", markup=False, highlight=False, soft_wrap=True)
-                results.append({"input": str(path), "status": "failed", "error": str(err)})
+                results.append(failed_row(path, err))
             bar.update(task, completed=settings.iterations)
     return results

@@ -152,7 +152,7 @@ def _embed(index, retriever, paths, summary, frames, sampling, batch_videos, wor
         for path, decoded in stream:
             if isinstance(decoded, BaseException):
                 message = _failure_message(path, decoded)
-                ui.stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+                ui.error(message)
                 summary.failed.append((str(path), message))
                 size, mtime = _stat_files([path]).get(path, (-1, -1))
                 failures.append(Failure(path, size, mtime, message))
