@@ -328,3 +328,12 @@ def test_null_and_json_together_are_refused(videos, tiny_vit_path):
     result = runner.invoke(app, ["retrieve", str(videos[0].parent), "q", "--model", str(tiny_vit_path), "-0", "--json"])
     assert result.exit_code == 2
     assert "--null" in error_line(result) and "--json" in error_line(result)
+
+
+def test_only_a_read_only_database_falls_back_to_reading_the_file_as_immutable():
+    """Where Python gives no SQLite code (3.10), the message decides; a busy database must not read stale."""
+    from clipcli.store.index_db import _cannot_write
+
+    assert _cannot_write(sqlite3.OperationalError("attempt to write a readonly database"))
+    assert _cannot_write(sqlite3.OperationalError("unable to open database file"))
+    assert not _cannot_write(sqlite3.OperationalError("database is locked"))

@@ -27,12 +27,10 @@ read-only and never writes).
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import secrets
 import sqlite3
-import sys
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Iterator
@@ -44,32 +42,17 @@ import numpy as np
 from clipcli.errors import BadInputError
 from clipcli.store.ann import AnnIndex, load_or_build
 from clipcli.store.cache import is_current, remove_stale, write_cache
+from clipcli.store.index_db import (
+    connect,
+    connect_read_only,
+    database_error,
+    find_damage,
+    reports_database_errors,
+)
+from clipcli.store.index_lock import update_lock
 
 SCHEMA_VERSION = 1
 DB_NAME = "index.sqlite3"
-LOCK_NAME = "index.lock"
-# SQLite primary result codes (the sqlite3.SQLITE_* constants of Python 3.11+).
-_READONLY, _CORRUPT, _FULL, _CANTOPEN, _NOTADB = 8, 11, 13, 14, 26
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS videos (
-    path BLOB PRIMARY KEY,
-    size INTEGER NOT NULL,
-    mtime_ns INTEGER NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('ok', 'failed')),
-    error TEXT,
-    duration REAL,
-    embedding BLOB,
-    indexed_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS frames (
-    path BLOB PRIMARY KEY,
-    embeddings BLOB NOT NULL,
-    norms BLOB NOT NULL,
-    timestamps BLOB NOT NULL
-);
-"""
 
 
 @dataclass(frozen=True)
@@ -184,70 +167,6 @@ def _prefix_range(root: Path) -> tuple[bytes, bytes, bytes]:
     return exact, low, low[:-1] + bytes([low[-1] + 1])
 
 
-def _error_code(err: sqlite3.Error) -> int:
-    """SQLite's primary result code for an error (0 where Python does not say: before 3.11)."""
-    return getattr(err, "sqlite_errorcode", 0) & 0xFF
-
-
-def _database_error(err: sqlite3.Error, db_path: Path) -> BadInputError:
-    """The one-line error for a failing index database, saying how to go on."""
-    code = _error_code(err)
-    if code in (_CORRUPT, _NOTADB):
-        advice = "the index is damaged; rebuild it with `clipcli retrieve --reindex` (or delete the folder)"
-    elif code == _FULL:
-        advice = "the disk is full; the index keeps what was committed before, free some space and rerun"
-    elif code == _READONLY:
-        advice = "the index cannot be written here; search it as it is with --no-update"
-    else:
-        advice = "cannot use the index database"
-    return BadInputError(f"{advice} ({err})", db_path)
-
-
-def _reports_database_errors(method: Callable) -> Callable:
-    """Turn SQLite errors of a `VideoIndex` method into one-line errors naming its database."""
-
-    @functools.wraps(method)
-    def checked(self: VideoIndex, *args, **kwargs):
-        try:
-            return method(self, *args, **kwargs)
-        except sqlite3.Error as err:
-            raise _database_error(err, self.db_path) from None
-
-    return checked
-
-
-def _connect_read_only(db_path: Path) -> sqlite3.Connection:
-    """A connection that writes nothing, not even SQLite's WAL index.
-
-    `mode=ro` needs the `-shm` file beside the database or the right to
-    create it; where neither holds (a read-only folder), `immutable=1` reads
-    the database file as it is.
-    """
-    uri = db_path.as_uri()
-    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, timeout=60.0)
-    try:
-        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-    except sqlite3.OperationalError as err:
-        db.close()
-        if _error_code(err) not in (0, _READONLY, _CANTOPEN):
-            raise
-        db = sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
-    return db
-
-
-def _connect(db_path: Path) -> sqlite3.Connection:
-    """The database, created if need be, in WAL mode."""
-    db = sqlite3.connect(db_path, isolation_level=None, timeout=60.0)
-    try:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-    except BaseException:
-        db.close()
-        raise
-    return db
-
-
 class VideoIndex:
     """An index folder's database. Use `lock()` around updates.
 
@@ -264,14 +183,14 @@ class VideoIndex:
             raise BadInputError("--index must be a folder", self.folder)
         try:
             if self.read_only:
-                self.db = _connect_read_only(self.db_path)
+                self.db = connect_read_only(self.db_path)
             else:
                 self.folder.mkdir(parents=True, exist_ok=True)
-                self.db = _connect(self.db_path)
+                self.db = connect(self.db_path)
         except OSError as err:
             raise BadInputError(f"cannot open the index database ({err})", self.db_path) from None
         except sqlite3.Error as err:
-            raise _database_error(err, self.db_path) from None
+            raise database_error(err, self.db_path) from None
         self._matrix: Matrix | None = None
         self._matrix_generation = -1
         self._ann: AnnIndex | None = None
@@ -297,7 +216,7 @@ class VideoIndex:
         row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else row[0]
 
-    @_reports_database_errors
+    @reports_database_errors
     def _check_schema(self) -> str | None:
         """The database's id, given to it here if it is new (or older than ids) and writable."""
         version = self._meta("schema")
@@ -314,13 +233,13 @@ class VideoIndex:
         return self._meta("id")
 
     @property
-    @_reports_database_errors
+    @reports_database_errors
     def identity(self) -> dict | None:
         """The model and sampling settings the stored embeddings came from."""
         text = self._meta("identity")
         return None if text is None else json.loads(text)
 
-    @_reports_database_errors
+    @reports_database_errors
     def reset(self, identity: dict) -> None:
         """Forget every video and record a new identity (the model or sampling changed)."""
         with self.transaction():
@@ -340,17 +259,17 @@ class VideoIndex:
                 (exact, low, high),
             )
 
-    @_reports_database_errors
+    @reports_database_errors
     def stamps(self, roots: Iterable[Path]) -> dict[Path, Stamp]:
         """Stamps of every stored video under (or equal to) the roots."""
         rows = self._under(roots, "path, size, mtime_ns, status")
         return {_path(key): Stamp(size, mtime, status == "ok") for key, size, mtime, status in rows}
 
-    @_reports_database_errors
+    @reports_database_errors
     def failures(self, roots: Iterable[Path]) -> list[tuple[Path, str]]:
         return [(_path(key), error) for key, error in self._under(roots, "path, error", "status = 'failed'")]
 
-    @_reports_database_errors
+    @reports_database_errors
     def matrix(self, roots: Iterable[Path]) -> Matrix:
         """Pooled embeddings `[N, D]` (fp16) of the indexed videos under the roots, sorted by path.
 
@@ -414,7 +333,7 @@ class VideoIndex:
     def _generation(self) -> int:
         return int(self._meta("generation") or 0)
 
-    @_reports_database_errors
+    @reports_database_errors
     def ann(self, on_build: Callable[[str], None] | None = None) -> AnnIndex:
         """The approximate (faiss) index of the snapshot the last `matrix()` served; needs faiss.
 
@@ -435,7 +354,7 @@ class VideoIndex:
             self._ann_generation = self._matrix_generation
         return self._ann
 
-    @_reports_database_errors
+    @reports_database_errors
     def frames(self, path: Path) -> Frames:
         """A stored video's frames (KeyError if it is not indexed)."""
         row = self.db.execute(
@@ -454,7 +373,7 @@ class VideoIndex:
             np.frombuffer(timestamps, np.float64).copy(),
         )
 
-    @_reports_database_errors
+    @reports_database_errors
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM videos WHERE status = 'ok'").fetchone()[0]
 
@@ -476,7 +395,7 @@ class VideoIndex:
                 self.db.execute("ROLLBACK")
             raise
 
-    @_reports_database_errors
+    @reports_database_errors
     def write(self, records: Iterable[VideoRecord], failures: Iterable[Failure] = ()) -> None:
         """Store one batch of embedded and failed videos in one transaction."""
         now = time.time()
@@ -511,7 +430,7 @@ class VideoIndex:
                 )
                 self.db.execute("DELETE FROM frames WHERE path = ?", (key,))
 
-    @_reports_database_errors
+    @reports_database_errors
     def remove(self, paths: Iterable[Path]) -> None:
         keys = [(_key(path),) for path in paths]
         if keys:
@@ -528,58 +447,6 @@ class VideoIndex:
         return update_lock(self.folder, timeout, on_wait)
 
 
-@contextlib.contextmanager
-def update_lock(
-    folder: Path, timeout: float | None = None, on_wait: Callable[[str], None] | None = None
-) -> Iterator[None]:
-    """Exclusive right to update the index in `folder`, across processes.
-
-    Waits for another holder (forever when `timeout` is None, after
-    calling `on_wait` once with a message), then raises a clear error.
-    """
-    path = folder / LOCK_NAME
-    try:
-        handle = open(path, "a+")  # noqa: SIM115  held for the duration of the lock
-    except OSError as err:
-        raise BadInputError(f"cannot lock the index for updating ({err}); search it with --no-update", path) from None
-    try:
-        start, announced = time.monotonic(), False
-        while not _try_lock(handle):
-            if timeout is not None and time.monotonic() - start >= timeout:
-                raise BadInputError(
-                    f"index is being updated by another process{_holder(path)}; wait for it, or use another --index",
-                    folder,
-                )
-            if not announced and on_wait is not None:
-                on_wait(f"waiting for another clipcli{_holder(path)} to finish updating {folder}")
-                announced = True
-            time.sleep(0.1)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            _unlock(handle)
-    finally:
-        handle.close()
-
-
-def _damage(db_path: Path) -> str | None:
-    """What SQLite finds wrong in a database's pages, or None when they are sound."""
-    db = sqlite3.connect(db_path, isolation_level=None, timeout=60.0)
-    try:
-        problems = db.execute("PRAGMA quick_check").fetchall()
-    except sqlite3.DatabaseError as err:
-        if _error_code(err) in (_CORRUPT, _NOTADB):
-            return str(err)
-        raise _database_error(err, db_path) from None
-    finally:
-        db.close()
-    return None if problems == [("ok",)] else problems[0][0]
-
-
 def discard_if_damaged(folder: str | Path, on_wait: Callable[[str], None] | None = None) -> str | None:
     """Delete the index database in `folder` if SQLite finds it damaged, so it is built afresh; what was wrong.
 
@@ -590,45 +457,8 @@ def discard_if_damaged(folder: str | Path, on_wait: Callable[[str], None] | None
     if not db_path.is_file():
         return None
     with update_lock(db_path.parent, on_wait=on_wait):
-        problem = _damage(db_path)
+        problem = find_damage(db_path)
         if problem is not None:
             for suffix in ("", "-wal", "-shm"):
                 Path(f"{db_path}{suffix}").unlink(missing_ok=True)
     return problem
-
-
-def _holder(lock_path: Path) -> str:
-    try:
-        pid = lock_path.read_text().strip()
-    except OSError:
-        return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
-
-
-if sys.platform != "win32":
-    import fcntl
-
-    def _try_lock(handle) -> bool:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return False
-        return True
-
-    def _unlock(handle) -> None:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-else:
-    import msvcrt
-
-    def _try_lock(handle) -> bool:
-        handle.seek(0)
-        try:
-            msvcrt.locking(handle.fileno(), msvcrt.LK_NBLCK, 1)
-        except OSError:
-            return False
-        return True
-
-    def _unlock(handle) -> None:
-        handle.seek(0)
-        msvcrt.locking(handle.fileno(), msvcrt.LK_UNLCK, 1)
