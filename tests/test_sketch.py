@@ -21,19 +21,9 @@ from typer.testing import CliRunner
 from clipcli import ui
 from clipcli.cli import app
 from clipcli.errors import BadInputError
-from clipcli.pipelines.sketch import (
-    ClipassoLoss,
-    SeedRun,
-    initial_points,
-    optimize_strokes,
-    prepare_target,
-    render_sketch,
-    resnet_features,
-    saliency_map,
-    sketch_loss,
-    target_tensor,
-)
+from clipcli.pipelines.sketch import saliency_map, sketch_loss
 from clipcli.pipelines.sketch_augment import augment, random_augmentations
+from clipcli.pipelines.sketch_files import prepare_target, target_tensor
 from clipcli.pipelines.sketch_init import (
     grabcut_mask,
     initial_strokes,
@@ -43,6 +33,8 @@ from clipcli.pipelines.sketch_init import (
     stroke_start_probabilities,
     xdog_edges,
 )
+from clipcli.pipelines.sketch_objective import ClipassoLoss, render_sketch, resnet_features
+from clipcli.pipelines.sketch_optimize import SeedRun, initial_points, optimize_strokes
 from clipcli.render.svg import read_svg
 
 MEAN = torch.tensor([0.48145466, 0.4578275, 0.40821073]).view(1, 3, 1, 1)

@@ -85,6 +85,7 @@ def sketch(
 ) -> None:
     from clipcli.media.images import IMAGE_EXTENSIONS
     from clipcli.pipelines import sketch as sketch_pipeline
+    from clipcli.pipelines.sketch_files import output_names
 
     settings = sketch_pipeline.SketchSettings(
         strokes=strokes,
@@ -99,7 +100,7 @@ def sketch(
         cuda_graphs=cuda_graphs,
     )
     settings.check()
-    paths = expand_inputs(images, IMAGE_EXTENSIONS, sketch_pipeline.output_names(out))
+    paths = expand_inputs(images, IMAGE_EXTENSIONS, output_names(out))
     results = sketch_pipeline.run(
         paths,
         out=out,

@@ -22,14 +22,9 @@ def bench_sketch(args: argparse.Namespace, device: torch.device) -> list[dict]:
     """
     import cv2
 
-    from clipcli.pipelines.sketch import (
-        ClipassoLoss,
-        initial_points,
-        optimize_strokes,
-        render_sketch,
-        sketch_target,
-        target_tensor,
-    )
+    from clipcli.pipelines.sketch_files import target_tensor
+    from clipcli.pipelines.sketch_objective import ClipassoLoss, render_sketch
+    from clipcli.pipelines.sketch_optimize import initial_points, optimize_strokes, sketch_target
     from clipcli.render.strokes import rasterize
 
     def fastest(fn: Callable[[], object], repeats: int) -> float:
