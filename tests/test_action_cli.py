@@ -13,7 +13,8 @@ from test_action import write_actionclip
 from typer.testing import CliRunner
 
 from clipcli.cli import app
-from clipcli.media.video import read_frames, sample_frames, sample_indices
+from clipcli.media.frame_indices import sample_indices
+from clipcli.media.video import read_frames, sample_frames
 from clipcli.models import clip_loader, load_clip
 from clipcli.pipelines import action
 

@@ -18,8 +18,10 @@ from makers.video import (
 
 from clipcli.errors import EXIT_BAD_INPUT, BadInputError
 from clipcli.media import video
+from clipcli.media.frame_indices import sample_indices
 from clipcli.media.keyframes import sample_keyframes
-from clipcli.media.video import VIDEO_EXTENSIONS, probe_video, sample_frames, sample_indices
+from clipcli.media.video import VIDEO_EXTENSIONS, sample_frames
+from clipcli.media.video_probe import probe_video, upright
 
 FPS = 10.0
 RED, BLUE = np.array([255, 0, 0]), np.array([0, 0, 255])
@@ -188,7 +190,7 @@ def test_auto_keeps_webm_and_mpegts_away_from_decord(clips, name, monkeypatch):
     def refuse(*arguments):
         raise AssertionError("decord was used")
 
-    monkeypatch.setattr(video, "_read_decord", refuse)
+    monkeypatch.setattr(video, "read_decord", refuse)
     assert shown_indices(sample_frames(clips[name], 4).frames) == sample_indices(40, 4).tolist()
 
 
@@ -196,7 +198,7 @@ def test_auto_falls_back_to_pyav_when_decord_fails(clips, monkeypatch):
     def broken(*arguments):
         raise RuntimeError("decord failed")
 
-    monkeypatch.setattr(video, "_read_decord", broken)
+    monkeypatch.setattr(video, "read_decord", broken)
     assert shown_indices(sample_frames(clips["mp4v"], 4).frames) == [0, 13, 26, 39]
 
 
@@ -253,10 +255,10 @@ def test_rotated_video_comes_out_upright(tmp_path, rotation):
 
 def test_upright_rotates_counter_clockwise():
     stored = index_frame(5)
-    upright = video._upright(stored, 90)
-    assert upright.shape == (64, 48, 3)
-    np.testing.assert_array_equal(upright[-1, -1], stored[-1, 0])  # bottom-left -> bottom-right
-    np.testing.assert_array_equal(video._upright(stored, 180), stored[::-1, ::-1])
+    turned = upright(stored, 90)
+    assert turned.shape == (64, 48, 3)
+    np.testing.assert_array_equal(turned[-1, -1], stored[-1, 0])  # bottom-left -> bottom-right
+    np.testing.assert_array_equal(upright(stored, 180), stored[::-1, ::-1])
 
 
 def test_decord_backend_refuses_rotated_video(tmp_path):
@@ -411,5 +413,5 @@ def test_any_decord_failure_with_the_decord_backend_is_bad_input(tmp_path, monke
     def failing(info, wanted):
         raise ValueError("cannot reshape array of size 0")
 
-    monkeypatch.setattr(video, "_read_decord", failing)
+    monkeypatch.setattr(video, "read_decord", failing)
     assert_bad_input(path, "decord cannot read it (ValueError)", "pyav", backend="decord")

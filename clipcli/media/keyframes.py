@@ -18,7 +18,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from clipcli.media.video import SampledFrames, _open_container, _prepare_stream, probe_video, sample_frames
+from clipcli.media.video import SampledFrames, sample_frames
+from clipcli.media.video_probe import open_container, prepare_stream, probe_video
 
 
 def keyframe_times(duration: float, n: int) -> np.ndarray:
@@ -56,8 +57,8 @@ class _NoTimestamps(Exception):
 def _decode_keyframes(path: Path, targets: np.ndarray, rotation: int) -> tuple[list[np.ndarray], list[float]]:
     frames: list[np.ndarray] = []
     times: list[float] = []
-    with _open_container(path) as container:
-        stream = _prepare_stream(container, path)
+    with open_container(path) as container:
+        stream = prepare_stream(container, path)
         assert stream.time_base is not None  # FFmpeg gives every demuxed stream one (1/90000 by default)
         base = float(stream.time_base)
         origin = stream.start_time or 0

@@ -14,8 +14,9 @@ from functools import partial
 from pathlib import Path
 
 from clipcli.errors import BadInputError
+from clipcli.media.frame_indices import SAMPLING_MODES
 from clipcli.media.keyframes import sample_keyframes
-from clipcli.media.video import SAMPLING_MODES, SampledFrames, sample_frames
+from clipcli.media.video import SampledFrames, sample_frames
 
 UNIFORM, SEGMENT_CENTRE, FPS = SAMPLING_MODES
 KEYFRAMES = "keyframes"

@@ -34,10 +34,12 @@ import torch.nn.functional as F
 from clipcli import ui
 from clipcli.batch import OutputNames, run_batch
 from clipcli.errors import BadInputError
+from clipcli.media.frame_indices import sample_indices
 from clipcli.media.images import write_png
 from clipcli.media.labels import Labels, packaged_lines, read_labels
 from clipcli.media.sampling import SEGMENT_CENTRE, sample_video
-from clipcli.media.video import probe_video, read_frames, sample_indices
+from clipcli.media.video import read_frames
+from clipcli.media.video_probe import probe_video
 from clipcli.models.actionclip import MeanFusion, TransformerFusion
 from clipcli.models.clip_loader import load_clip
 from clipcli.models.fusion import load_actionclip
