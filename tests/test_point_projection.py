@@ -16,8 +16,9 @@ import torch.nn.functional as F
 from makers.points import cube_points, cylinder_points, sphere_points
 
 from clipcli.errors import BadInputError
-from clipcli.render import projection
+from clipcli.render import projection, v2_passes
 from clipcli.render.projection import project_v1, project_v2, rotation_matrices, to_clip_images
+from clipcli.render.v2_params import V2_IMAGE, V2_MARGIN
 
 
 def clouds(*makers_and_seeds, n=1024):
@@ -177,7 +178,7 @@ def test_v2_equals_the_official_dense_chain():
 def test_v2_equals_the_official_chain_over_several_passes(monkeypatch, renderer):
     # Rotation passes of 4 clouds; in torch, image passes of a few views each. Two far-apart clusters leave empty
     # depth slices inside some views' range, and a flat cloud has no extent along one axis.
-    monkeypatch.setattr(projection, "V2_PASS_CELLS_CPU", 300_000)
+    monkeypatch.setattr(v2_passes, "V2_PASS_CELLS_CPU", 300_000)
     monkeypatch.setattr(projection, "V2_VOXEL_POINTS_CPU", 2000)
     use_renderer(monkeypatch, renderer)
     batch = torch.randn(7, 500, 3, generator=torch.Generator().manual_seed(0))
@@ -201,8 +202,8 @@ def test_v2_bounds_from_extreme_points_match_the_voxels():
     # The image pass sizes its frame from each view's extreme points: every voxel step is monotone.
     views = torch.randn(30, 400, 3, generator=torch.Generator().manual_seed(1)) * torch.tensor([1.0, 0.2, 3.0]) + 7.0
     coords, extremes = projection._v2_normalised(views)
-    from_extremes = projection._v2_bounds(*projection._v2_cells(extremes))
-    assert np.array_equal(from_extremes, projection._v2_bounds(*projection._v2_cells(coords)))
+    from_extremes = v2_passes.view_bounds(*projection._v2_cells(extremes))
+    assert np.array_equal(from_extremes, v2_passes.view_bounds(*projection._v2_cells(coords)))
 
 
 def test_v2_voxel_index_and_value_follow_the_formula():
@@ -231,7 +232,7 @@ def voxel_case(cells):
 )
 def test_v2_grid_to_image_equals_dense_pooling_and_smoothing(cells):
     row, col, value, slice_index = voxel_case(cells)
-    ours = projection._v2_image(row, col, value, slice_index)
+    ours = v2_passes.voxel_image(row, col, value, slice_index)
     official = official_grid_to_image(row.float(), col.float(), slice_index.float(), value)
     torch.testing.assert_close(ours, official, rtol=0, atol=2e-6)
 
@@ -239,9 +240,9 @@ def test_v2_grid_to_image_equals_dense_pooling_and_smoothing(cells):
 def test_v2_image_refuses_voxels_its_margins_cannot_hold():
     # Coordinates in [-1, 1] never leave [12, 101]; the image pass relies on 4 free cells beyond them.
     with pytest.raises(ValueError, match=r"\[5, 106\]"):
-        projection._v2_image(*voxel_case([(4, 50, 3, 2.5)]))
+        v2_passes.voxel_image(*voxel_case([(4, 50, 3, 2.5)]))
     with pytest.raises(ValueError, match=r"\[5, 106\]"):
-        projection._v2_image(*voxel_case([(50, 107, 3, 2.5)]))
+        v2_passes.voxel_image(*voxel_case([(50, 107, 3, 2.5)]))
 
 
 def test_v2_layouts_keep_every_view_in_its_own_block():
@@ -250,9 +251,9 @@ def test_v2_layouts_keep_every_view_in_its_own_block():
     bottom, right = top + rng.integers(0, 42, 90), left + rng.integers(0, 42, 90)
     first = rng.integers(1, 4, 90)
     bounds = np.stack([top, bottom, left, right, first, first + rng.integers(0, 3, 90)], axis=1)
-    layouts = projection._v2_layouts(bounds, 400_000)
+    layouts = v2_passes._plan_passes(bounds, 400_000)
     assert sorted(np.concatenate([layout.views for layout in layouts]).tolist()) == list(range(90))
-    margin = projection.V2_MARGIN
+    margin = V2_MARGIN
     for layout in layouts:
         box = bounds[layout.views]
         assert len(set(box[:, 5] - box[:, 4])) == 1  # one slice count per pass
@@ -264,7 +265,7 @@ def test_v2_layouts_keep_every_view_in_its_own_block():
             rows, lanes = np.nonzero(layout.owner == position)
             assert len(set(lanes)) == 1 and np.array_equal(rows, np.arange(rows[0], rows[0] + len(rows)))
             assert len(rows) == row_last - row_first + 1 + 2 * margin
-            image_rows = layout.target[rows, lanes] - view * projection.V2_IMAGE
+            image_rows = layout.target[rows, lanes] - view * V2_IMAGE
             assert np.array_equal(image_rows, np.arange(row_first - 1 - margin, row_last + margin))
         assert (layout.owner == len(layout.views)).sum() < 0.2 * layout.owner.size  # lanes end up nearly level
 
@@ -272,9 +273,9 @@ def test_v2_layouts_keep_every_view_in_its_own_block():
 def test_v2_voxels_keep_their_largest_depth():
     high = voxel_case([(50, 60, 4, 3.8), (70, 40, 2, 1.5)])
     with_lower_duplicate = voxel_case([(50, 60, 4, 3.8), (50, 60, 4, 3.1), (70, 40, 2, 1.5)])
-    assert torch.equal(projection._v2_image(*high), projection._v2_image(*with_lower_duplicate))
+    assert torch.equal(v2_passes.voxel_image(*high), v2_passes.voxel_image(*with_lower_duplicate))
     lower_only = voxel_case([(50, 60, 4, 3.1), (70, 40, 2, 1.5)])
-    assert not torch.equal(projection._v2_image(*high), projection._v2_image(*lower_only))
+    assert not torch.equal(v2_passes.voxel_image(*high), v2_passes.voxel_image(*lower_only))
 
 
 def test_v2_is_invariant_to_translation_and_scale():
@@ -295,7 +296,7 @@ def test_batch_equals_single_and_chunks_do_not_matter(monkeypatch, renderer):
     for i in range(3):
         assert torch.equal(project_v2(batch[i : i + 1])[0], v2[i])
         assert torch.equal(project_v1(batch[i : i + 1])[0], v1[i])
-    monkeypatch.setattr(projection, "V2_PASS_CELLS_CPU", 1)  # torch: one view per image pass
+    monkeypatch.setattr(v2_passes, "V2_PASS_CELLS_CPU", 1)  # torch: one view per image pass
     monkeypatch.setattr(projection, "V2_VOXEL_POINTS_CPU", 1)  # one cloud rotated at a time
     assert torch.equal(project_v2(batch), v2)
 
@@ -352,7 +353,7 @@ def test_v2_compiled_loops_refuse_a_cloud_with_no_extent_among_good_ones():
 def test_v2_row_max_folds_odd_and_even_widths():
     x = torch.randn(5, 13, 8, generator=torch.Generator().manual_seed(0))
     for width in (1, 2, 7, 13):
-        assert torch.equal(projection._row_max(x[:, :width]), x[:, :width].amax(dim=1))
+        assert torch.equal(v2_passes._row_max(x[:, :width]), x[:, :width].amax(dim=1))
 
 
 def view_helpers_answer(queue):

@@ -1,7 +1,7 @@
 """PointCLIP V2's realistic projection on a CPU: one compiled loop per view.
 
-The torch chain in `projection.py` streams every step of every view through
-memory. Here each view is worked on whole while it sits in the core's cache:
+The torch chain (`projection.py`, `v2_passes.py`) streams every step of every
+view through memory. Here each view is worked on whole while it sits in the core's cache:
 normalise its points, scatter them into its own small voxel grid, then per
 depth slice dilate (7x7), smooth (3x3) and max into the view's image, only
 over the box that slice's voxels can reach. Views are independent, so threads

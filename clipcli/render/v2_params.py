@@ -1,8 +1,8 @@
 """PointCLIP V2's realistic-projection constants.
 
-Both renderers read them: the torch path (`projection.py`) and the compiled CPU
-loops (`v2_cpu.py`). They live apart so that neither module imports the other
-at load time.
+Both renderers read them: the torch path (`projection.py`, `v2_passes.py`)
+and the compiled CPU loops (`v2_cpu.py`). They live apart so that neither
+module imports the other at load time.
 """
 
 # The official values (zeroshot_cls/trainers/mv_utils_zs.py `params`).
