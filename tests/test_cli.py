@@ -327,3 +327,10 @@ def test_mode_choices_are_plain_strings_that_print_as_their_values():
     member = Colormap.MAGMA
     assert member == "magma" and str(member) == "magma" and f"{member}" == "magma" and f"{member:>6}" == " magma"
     assert isinstance(member, str)
+
+
+def test_the_app_help_names_every_method_and_command_family():
+    result = CliRunner().invoke(app, ["--help"], terminal_width=200)
+    for name in ("sketch", "retrieve", "classify-action", "point-classify", "depth", "audio-tag", "features", "vqa",
+                 "models", "evaluation"):  # fmt: skip
+        assert name in result.stdout.split("Commands")[0], name

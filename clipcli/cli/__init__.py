@@ -18,7 +18,9 @@ from clipcli.cli import action, audio, depth, features, models, point, retrieve,
 
 app = typer.Typer(
     name="clipcli",
-    help="CLIP extensions from the terminal: sketch, retrieve, classify-action, point-classify, depth, audio-tag.",
+    help="CLIP extensions from the terminal, faithful to the papers' code: CLIPasso (sketch), CLIP4Clip (retrieve),"
+    " ActionCLIP (classify-action), PointCLIP (point-classify), DepthCLIP (depth), AudioCLIP (audio-tag) and"
+    " CLIP-ViL (features, vqa), with evaluation commands and model management (models).",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
