@@ -225,12 +225,11 @@ def run(
     trust_checkpoint: bool = False,
 ) -> dict:
     """Extract `layout` features for many images; a report with one result per input (failures included)."""
-    check_options(layout, dtype, batch_size)
-    check_outputs(images, out, layout)
+    dtype = check_options(layout, dtype, batch_size)
+    check_outputs(images, out, layout)  # before the model loads: a bad --out costs nothing
     model, preprocess = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
     model_key = str(Path(model_name).resolve()) if Path(model_name).is_file() else model_name
-    return extract(model, preprocess, images, out=out, model_name=model_key, layout=layout, batch_size=batch_size,
-                   dtype=dtype, overwrite=overwrite, workers=workers)  # fmt: skip
+    return _extract_checked(model, preprocess, images, out, model_key, layout, batch_size, dtype, overwrite, workers)
 
 
 def extract(
@@ -249,6 +248,22 @@ def extract(
     """`run` with a loaded model; `preprocess` is its CLIP transform (for `pooled`), `model_name` is reported."""
     dtype = check_options(layout, dtype, batch_size)
     check_outputs(images, out, layout)
+    return _extract_checked(model, preprocess, images, out, model_name, layout, batch_size, dtype, overwrite, workers)
+
+
+def _extract_checked(
+    model,
+    preprocess,
+    images: Sequence[Path],
+    out: Path,
+    model_name: str,
+    layout: str,
+    batch_size: int,
+    dtype: str,
+    overwrite: bool,
+    workers: int | None,
+) -> dict:
+    """`extract` once its options and outputs are checked (`run` checks them before loading the model)."""
     workers = workers or min(8, os.cpu_count() or 1)
     device_of_model = next(model.parameters()).device
     if layout == "pooled":
