@@ -16,6 +16,13 @@ from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
 from clipcli.options import AnnMode, FrameSampling, TopK, TrustCheckpoint, frames_option, model_option
 
+# Declared once for retrieve and retrieve-eval, which embed videos the same way.
+Frames = Annotated[int, frames_option("(CLIP4Clip's max_frames)")]
+Model = Annotated[str, model_option(", for zero-shot meanP (ignored with --checkpoint)")]
+Checkpoint = Annotated[
+    Path | None, typer.Option("--checkpoint", help="A CLIP4Clip pytorch_model.bin.N (meanP/seqLSTM/seqTransf).")
+]
+
 RETRIEVE_HELP = """CLIP4Clip text-to-video search (Luo et al. 2021) over folders of videos.
 
 Usage: FOLDER... QUERY (the text query is the last argument), or
@@ -68,11 +75,9 @@ def retrieve(
         list[str], typer.Argument(metavar="FOLDER... QUERY", help="Folders or videos, then the text query.")
     ],
     top_k: TopK = 10,
-    frames: Annotated[int, frames_option("(CLIP4Clip's max_frames)")] = 12,
-    model: Annotated[str, model_option(", for zero-shot meanP (ignored with --checkpoint)")] = "ViT-B/32",
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="A CLIP4Clip pytorch_model.bin.N (meanP/seqLSTM/seqTransf).")
-    ] = None,
+    frames: Frames = 12,
+    model: Model = "ViT-B/32",
+    checkpoint: Checkpoint = None,
     index: Annotated[
         Path | None, typer.Option("--index", help="Index folder (default: one per searched folder).")
     ] = None,
@@ -155,11 +160,9 @@ def _retrieve_table(hits: list, segments: bool) -> Table:
 def retrieve_eval(
     csv_file: Annotated[Path, typer.Argument(metavar="CSV", help="video_id,sentence rows (MSR-VTT style).")],
     videos: Annotated[Path, typer.Argument(metavar="VIDEOS_DIR", help="Folder holding VIDEO_ID.mp4 (any video type).")],
-    frames: Annotated[int, frames_option("(CLIP4Clip's max_frames)")] = 12,
-    model: Annotated[str, model_option(", for zero-shot meanP (ignored with --checkpoint)")] = "ViT-B/32",
-    checkpoint: Annotated[
-        Path | None, typer.Option("--checkpoint", help="A CLIP4Clip pytorch_model.bin.N (meanP/seqLSTM/seqTransf).")
-    ] = None,
+    frames: Frames = 12,
+    model: Model = "ViT-B/32",
+    checkpoint: Checkpoint = None,
     index: Annotated[
         Path | None, typer.Option("--index", help="Index folder (default: one for VIDEOS_DIR), reused by retrieve.")
     ] = None,
