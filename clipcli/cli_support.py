@@ -22,7 +22,7 @@ from rich.console import RenderableType
 
 from clipcli import ui
 from clipcli.batch import sigterm_as_interrupt
-from clipcli.errors import EXIT_BUG, ClipcliError, first_line
+from clipcli.errors import EXIT_BUG, ClipcliError
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ def fail(message: str, code: int, debug: bool = False) -> None:
     """Print `error: message` on stderr and exit with `code`."""
     if debug:
         traceback.print_exc()
-    ui.error(first_line(message, limit=None))
+    ui.error(message)
     raise typer.Exit(code)
 
 

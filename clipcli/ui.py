@@ -53,8 +53,11 @@ def notice(message: str) -> None:
 
 
 def error(message: str) -> None:
-    """`error: message` on stderr, one line, shown even with --quiet (it says why the exit code is not 0)."""
-    stderr.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    """`error: message` on stderr, shown even with --quiet (it says why the exit code is not 0).
+
+    Always one line: a library's multi-line message is quoted by its first line.
+    """
+    stderr.print(f"error: {first_line(message, limit=None)}", markup=False, highlight=False, soft_wrap=True)
 
 
 def show_warning(message, category, filename, lineno, file=None, line=None) -> None:

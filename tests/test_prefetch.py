@@ -106,3 +106,12 @@ def test_a_file_system_failure_fails_its_input_with_one_line_and_the_batch_goes_
     rows = run_batch([Path("a"), Path("b"), Path("c")], process, description="test")
     assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
     assert rows[1]["error"] == "b: No space left on device (/out/b_depth.png)"
+
+
+def test_a_multi_line_failure_is_said_in_one_line_on_stderr(capsys):
+    def process(path: Path) -> dict:
+        raise BadInputError("cannot decode (libav said:\n  frame 3 corrupt\n  frame 4 corrupt)", path)
+
+    rows = run_batch([Path("a.mp4")], process, description="test")
+    assert capsys.readouterr().err.strip().splitlines() == ["error: a.mp4: cannot decode (libav said:"]
+    assert rows[0]["error"].count("\n") == 2  # the row keeps the whole message

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from clipcli import ui
+from clipcli.errors import first_line
 from clipcli.store.atomic import atomic_path
 
 T = TypeVar("T")
@@ -39,7 +40,7 @@ def read_cache(path: Path, read: Callable[[Path], T]) -> T | None:
     except FileNotFoundError:
         return None
     except _DAMAGE as err:
-        ui.notice(f"{path}: cannot use this cache ({type(err).__name__}: {err}); computing it again")
+        ui.notice(f"{path}: cannot use this cache ({type(err).__name__}: {first_line(err)}); computing it again")
         return None
 
 
