@@ -120,7 +120,7 @@ def show(common: Common, result: Any, render: Callable[[], Iterable[RenderableTy
     file names, brackets and all); its tables carry their own markup.
     """
     if common.json:
-        print_json(result)
+        print_json(result.as_json() if hasattr(result, "as_json") else result)
         return
     for item in render():
         if isinstance(item, str):

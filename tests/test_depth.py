@@ -18,6 +18,7 @@ from clipcli.cli import app
 from clipcli.errors import BadInputError
 from clipcli.models import load_clip
 from clipcli.pipelines import depth
+from tests.makers.report import json_rows
 
 runner = CliRunner()
 
@@ -154,7 +155,7 @@ def test_cli_writes_depth_files_that_agree(tiny_rn_path, tmp_path):
     result = runner.invoke(app, ["depth", str(tmp_path / "room.png"), "--model", str(tiny_rn_path),
                                  "--out", str(out), "--device", "cpu", "--json"])  # fmt: skip
     assert result.exit_code == 0, result.output
-    [row] = json.loads(result.stdout)
+    [row] = json_rows(result.stdout)
     metres = np.load(out / "room_depth.npy")
     assert metres.shape == (150, 200) and metres.dtype == np.float32
     millimetres = cv2.imread(str(out / "room_depth.png"), cv2.IMREAD_UNCHANGED)
@@ -168,7 +169,7 @@ def test_cli_writes_depth_files_that_agree(tiny_rn_path, tmp_path):
     # A second run skips the existing outputs.
     again = runner.invoke(app, ["depth", str(tmp_path / "room.png"), "--model", str(tiny_rn_path),
                                 "--out", str(out), "--device", "cpu", "--json"])  # fmt: skip
-    assert json.loads(again.stdout)[0]["status"] == "skipped"
+    assert json_rows(again.stdout)[0]["status"] == "skipped"
 
 
 def test_cli_bad_inputs(tiny_rn_path, tmp_path):

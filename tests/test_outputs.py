@@ -33,6 +33,7 @@ from clipcli.errors import BadInputError
 from clipcli.media.images import IMAGE_EXTENSIONS
 from clipcli.pipelines import audio, depth, features, retrieve
 from clipcli.store.atomic import atomic_path
+from tests.makers.report import json_rows
 
 runner = CliRunner()
 
@@ -151,8 +152,8 @@ def test_rerun_with_out_inside_the_input_folder_reads_no_outputs_or_temp_files(n
     for run in range(2):
         result = command.invoke(models, [tmp_path], tmp_path, "--json")
         assert result.exit_code == 0, result.output
-        assert [row["input"] for row in json.loads(result.stdout)] == [str(p) for p in photos]
-        assert [row["status"] for row in json.loads(result.stdout)] == ["ok", "ok"] if run == 0 else ["skipped"] * 2
+        assert [row["input"] for row in json_rows(result.stdout)] == [str(p) for p in photos]
+        assert [row["status"] for row in json_rows(result.stdout)] == ["ok", "ok"] if run == 0 else ["skipped"] * 2
         make_input(tmp_path / leftover_temp_name(tmp_path))
     written = {p.name for p in tmp_path.iterdir() if p.is_file() and not p.name.startswith(".")}
     expected = {template.format(stem) for stem in ("cat", "dog") for template in command.outputs}

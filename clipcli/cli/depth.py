@@ -10,13 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli.batch import expand_inputs, raise_for_failures
+from clipcli.batch import expand_inputs
 from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
 from clipcli.options import Colormap, OutputFolder, Overwrite, TrustCheckpoint, model_option
 
 if TYPE_CHECKING:
     from clipcli.pipelines.depth import DepthSettings
+    from clipcli.runner import Report
 
 
 def _floats(text: str | None, option: str) -> list[float] | None:
@@ -97,7 +98,7 @@ def depth(
     from clipcli.pipelines import depth as depth_pipeline
 
     settings = _depth_settings(bins, words, template, temperature, no_flip)
-    results = depth_pipeline.run(
+    report = depth_pipeline.run(
         expand_inputs(images, IMAGE_EXTENSIONS, depth_pipeline.output_names(out)),
         out=out,
         model_name=model,
@@ -108,15 +109,15 @@ def depth(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, results, lambda: [_depth_table(results)])
-    raise_for_failures(results)
+    show(common, report, lambda: [_depth_table(report)])
+    report.raise_for_failures()
 
 
-def _depth_table(results: list[dict]) -> Table:
+def _depth_table(report: Report) -> Table:
     table = Table(title="DepthCLIP")
     for column in ("input", "status", "min m", "mean m", "max m", "outputs"):
         table.add_column(column)
-    for row in results:
+    for row in report.rows():
         stats = [f"{row[key]:.2f}" for key in ("min", "mean", "max")] if row["status"] == "ok" else ["-"] * 3
         detail = row.get("color") or row.get("reason") or row.get("error", "")
         table.add_row(escape(row["input"]), row["status"], *stats, escape(detail))
@@ -152,8 +153,8 @@ def depth_eval(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, report, lambda: [_depth_eval_table(report, depth_pipeline.METRICS)])
-    raise_for_failures(report["per_image"])
+    show(common, report, lambda: [_depth_eval_table(report.summary, depth_pipeline.METRICS)])
+    report.raise_for_failures()
 
 
 def _depth_eval_table(report: dict, metrics: Sequence[str]) -> Table:

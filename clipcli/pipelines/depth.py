@@ -22,13 +22,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipcli.batch import OutputNames, run_batch
+from clipcli.batch import OutputNames
 from clipcli.errors import BadInputError
 from clipcli.media.images import load_image, load_image_unchanged, write_png
 from clipcli.models import load_clip
 from clipcli.models.grid import layer4_channels, require_resnet, resnet_layer4
 from clipcli.models.prompts import text_classifier
 from clipcli.render.colormap import add_legend, colorize
+from clipcli.runner import Executor, Job, Report, run_job
 from clipcli.store.atomic import atomic_write
 
 DEPTH_TEMPLATE = "This {} is {}"
@@ -251,6 +252,53 @@ def write_outputs(depth: np.ndarray, outputs: DepthOutputs, bins: Sequence[float
     write_png(outputs.color, picture)
 
 
+@dataclass
+class DepthJob(Job):
+    """Depth maps for images: decoded on read-ahead threads, written by the driver."""
+
+    out: Path
+    model_name: str = "RN50"
+    settings: DepthSettings = DepthSettings()
+    size: str | tuple[int, int] = "auto"
+    colormap: str = "magma"
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    name = "depth"
+    read_workers = 2
+
+    def setup(self) -> None:
+        self._model = load_depth_model(self.model_name, self.device, self.trust_checkpoint)
+
+    def done(self, path: Path) -> bool:
+        return DepthOutputs.for_input(path, self.out).all_exist()
+
+    def read(self, path: Path) -> np.ndarray:
+        return load_image(path)
+
+    def compute(self, path: Path, value: np.ndarray) -> tuple[np.ndarray, float]:
+        start = time.perf_counter()
+        return depth_for_image(self._model, value, self.size, self.settings), time.perf_counter() - start
+
+    def write(self, path: Path, outcome: tuple[np.ndarray, float]) -> dict:
+        depth, seconds = outcome
+        outputs = DepthOutputs.for_input(path, self.out)
+        write_outputs(depth, outputs, self.settings.bins, self.colormap)
+        return {
+            "height": int(depth.shape[0]),
+            "width": int(depth.shape[1]),
+            "min": round(float(depth.min()), 4),
+            "max": round(float(depth.max()), 4),
+            "mean": round(float(depth.mean()), 4),
+            "npy": str(outputs.npy),
+            "png": str(outputs.png),
+            "color": str(outputs.color),
+            "seconds": round(seconds, 3),
+        }
+
+    def summary(self) -> dict:
+        return {"model": self.model_name, "bins": list(self.settings.bins), "colormap": self.colormap}
+
+
 def run(
     images: Sequence[Path],
     *,
@@ -262,33 +310,21 @@ def run(
     overwrite: bool = False,
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> list[dict]:
+    executor: Executor | None = None,
+) -> Report:
     """Estimate depth for many images; one result per input (failures included)."""
     colorize(np.zeros((1, 1)), 0, 1, colormap)  # an unknown colormap fails before the model loads
     output_names(out).check(images)
-    model = load_depth_model(model_name, device, trust_checkpoint)
-
-    def process(image: Path) -> dict:
-        start = time.perf_counter()
-        depth = depth_for_image(model, load_image(image), size, settings)
-        outputs = DepthOutputs.for_input(image, out)
-        write_outputs(depth, outputs, settings.bins, colormap)
-        return {
-            "height": int(depth.shape[0]),
-            "width": int(depth.shape[1]),
-            "min": round(float(depth.min()), 4),
-            "max": round(float(depth.max()), 4),
-            "mean": round(float(depth.mean()), 4),
-            "npy": str(outputs.npy),
-            "png": str(outputs.png),
-            "color": str(outputs.color),
-            "seconds": round(time.perf_counter() - start, 3),
-        }
-
-    def done(image: Path) -> bool:
-        return not overwrite and DepthOutputs.for_input(image, out).all_exist()
-
-    return run_batch(images, process, description="depth", done=done)
+    job = DepthJob(
+        out=out,
+        model_name=model_name,
+        settings=settings,
+        size=size,
+        colormap=colormap,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    return run_job(job, images, overwrite=overwrite, executor=executor)
 
 
 # ---------------------------------------------------------------- evaluation against ground truth
@@ -396,7 +432,8 @@ def evaluate(
     max_depth: float = 10.0,
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> dict:
+    executor: Executor | None = None,
+) -> Report:
     """Per-image metrics averaged over images, as the official evaluation reports them.
 
     A pair naming a file that does not exist stops the run before the model
@@ -405,17 +442,44 @@ def evaluate(
     for path in (path for pair in pairs for path in pair):
         if not Path(path).exists():
             raise BadInputError("no such file", path)
-    model = load_depth_model(model_name, device, trust_checkpoint)
-    by_rgb = dict(pairs)
+    job = DepthEvalJob(
+        dict(pairs),
+        model_name=model_name,
+        settings=settings,
+        size=size,
+        max_depth=max_depth,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    report = run_job(job, [rgb for rgb, _ in pairs], executor=executor)
+    scored = [result.data for result in report.ok]
+    mean = {name: float(np.mean([row[name] for row in scored])) for name in METRICS} if scored else {}
+    report.summary = {"images": len(scored), "mean": mean, "paper_nyu": PAPER_NYU}
+    return report
 
-    def process(rgb_path: Path) -> dict:
-        gt = load_ground_truth(by_rgb[rgb_path])
-        rgb = load_image(rgb_path)
-        pred = predict_for_evaluation(model, rgb, gt.shape, size, settings)
-        valid = evaluation_region(pred, gt, rgb.shape[:2], max_depth)
-        return {"ground_truth": str(by_rgb[rgb_path]), **depth_metrics(pred, gt, valid, max_depth)}
 
-    results = run_batch([rgb for rgb, _ in pairs], process, description="depth-eval")
-    scored = [r for r in results if r["status"] == "ok"]
-    mean = {name: float(np.mean([r[name] for r in scored])) for name in METRICS} if scored else {}
-    return {"images": len(scored), "mean": mean, "paper_nyu": PAPER_NYU, "per_image": results}
+@dataclass
+class DepthEvalJob(Job):
+    """Metrics of each RGB image's prediction against its ground truth; nothing is written."""
+
+    ground_truth: dict[Path, Path]
+    model_name: str = "RN50"
+    settings: DepthSettings = DepthSettings()
+    size: str | tuple[int, int] = "auto"
+    max_depth: float = 10.0
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    name = "depth-eval"
+    read_workers = 2
+
+    def setup(self) -> None:
+        self._model = load_depth_model(self.model_name, self.device, self.trust_checkpoint)
+
+    def read(self, path: Path) -> tuple[np.ndarray, np.ndarray]:
+        return load_image(path), load_ground_truth(self.ground_truth[path])
+
+    def compute(self, path: Path, value: tuple[np.ndarray, np.ndarray]) -> dict:
+        rgb, gt = value
+        pred = predict_for_evaluation(self._model, rgb, gt.shape, self.size, self.settings)
+        valid = evaluation_region(pred, gt, rgb.shape[:2], self.max_depth)
+        return {"ground_truth": str(self.ground_truth[path]), **depth_metrics(pred, gt, valid, self.max_depth)}
