@@ -22,7 +22,7 @@ from rich.console import RenderableType
 
 from clipcli import ui
 from clipcli.batch import sigterm_as_interrupt
-from clipcli.errors import EXIT_BUG, ClipcliError
+from clipcli.errors import EXIT_BUG, ClipcliError, ParameterError
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,12 @@ _COMMON_PARAMETERS = [
 ]
 
 
-def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
-    """Register `func(..., common: Common)` as a subcommand with the common options added."""
+def command(app: typer.Typer, name: str | None = None, *, flags: dict[str, str] | None = None, **kwargs) -> Callable:
+    """Register `func(..., common: Common)` as a subcommand with the common options added.
+
+    A `ParameterError` names the flag of its parameter: `--` and the name with
+    dashes, or `flags[parameter]` where the command calls it otherwise.
+    """
 
     def decorate(func: Callable) -> Callable:
         signature = inspect.signature(func, eval_str=True)
@@ -83,6 +87,8 @@ def command(app: typer.Typer, name: str | None = None, **kwargs) -> Callable:
                 with sigterm_as_interrupt(), warnings.catch_warnings():  # `kill` cleans up as Ctrl-C does
                     warnings.showwarning = ui.show_warning
                     return func(*args, common=common, **own_kwargs)
+            except ParameterError as err:
+                fail(err.for_flag(flags), err.exit_code, debug)
             except ClipcliError as err:
                 if err.already_reported:
                     raise typer.Exit(err.exit_code) from None

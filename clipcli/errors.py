@@ -46,6 +46,23 @@ class BadInputError(ClipcliError):
         super().__init__(f"{path}: {message}" if path is not None else message)
 
 
+class ParameterError(BadInputError):
+    """A bad argument, named by its Python parameter (`top_k: must be at least 1`).
+
+    Pipelines are a Python API too, so they name their own parameters; the CLI
+    says the flag instead (`--top-k must be at least 1`) through `for_flag`.
+    """
+
+    def __init__(self, parameter: str, problem: str):
+        self.parameter, self.problem = parameter, problem
+        super().__init__(f"{parameter}: {problem}")
+
+    def for_flag(self, flags: dict[str, str] | None = None) -> str:
+        """The message with the command-line flag in place of the parameter (`--top-k` for `top_k`)."""
+        flag = (flags or {}).get(self.parameter) or "--" + self.parameter.replace("_", "-")
+        return f"{flag} {self.problem}"
+
+
 class WeightsUnavailableError(ClipcliError):
     """Model weights cannot be found locally nor downloaded (exit 3)."""
 

@@ -96,9 +96,9 @@ def test_backbones_without_the_2x_channel_ratio_are_refused(tiny_vit_path, tmp_p
 
 
 def test_bins_and_words_must_pair():
-    with pytest.raises(BadInputError, match="--bins has 3 values but --words has 7"):
+    with pytest.raises(BadInputError, match="^words: has 7 entries for 3 bins; each bin needs one word$"):
         depth.resolve_bins([1, 2, 3], None)
-    with pytest.raises(BadInputError, match="--temperature must be positive"):
+    with pytest.raises(BadInputError, match="^temperature: must be positive$"):
         depth.DepthSettings.checked(temperature=0)
     with pytest.raises(BadInputError, match="two '\\{\\}' slots"):
         depth.DepthSettings.checked(template="a {} photo")
@@ -186,7 +186,10 @@ def test_cli_bad_inputs(tiny_rn_path, tmp_path):
                                  "--out", str(out), "--quiet"])  # fmt: skip
     assert result.exit_code == 4 and (out / "ok_depth.npy").exists()
     result = runner.invoke(app, ["depth", str(tmp_path / "ok.png"), "--bins", "1,2", "--model", str(tiny_rn_path)])
-    assert result.exit_code == 2 and "--bins has 2 values but --words has 7" in result.stderr
+    assert result.exit_code == 2
+    assert result.stderr == "error: --words has 7 entries for 2 bins; each bin needs one word\n"
+    result = runner.invoke(app, ["depth", str(tmp_path / "ok.png"), "--temperature", "0", "--model", str(tiny_rn_path)])
+    assert result.exit_code == 2 and result.stderr == "error: --temperature must be positive\n"
 
 
 def test_depth_eval_cli_reports_metrics(tiny_rn_path, tmp_path):

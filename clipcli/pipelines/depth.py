@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from clipcli.batch import OutputNames
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.media.images import load_image, load_image_unchanged, write_png
 from clipcli.models import load_clip
 from clipcli.models.grid import layer4_channels, require_resnet, resnet_layer4
@@ -57,18 +57,18 @@ def resolve_bins(bins: Sequence[float] | None, words: Sequence[str] | None) -> t
     bins = list(DEPTH_BINS if bins is None else bins)
     words = list(DEPTH_WORDS if words is None else words)
     if len(bins) != len(words):
-        raise BadInputError(f"--bins has {len(bins)} values but --words has {len(words)}; they must pair up")
+        raise ParameterError("words", f"has {len(words)} entries for {len(bins)} bins; each bin needs one word")
     if len(bins) < 2:
-        raise BadInputError("DepthCLIP needs at least two depth bins")
+        raise ParameterError("bins", "needs at least two depth bins")
     if any(b <= 0 for b in bins):
-        raise BadInputError("--bins must be positive distances in metres")
+        raise ParameterError("bins", "must be positive distances in metres")
     return bins, words
 
 
 def depth_prompts(words: Sequence[str], template: str = DEPTH_TEMPLATE) -> list[list[str]]:
     """One prompt per bin: 'This object is giant', ... (no trailing period, as the official code)."""
     if template.count("{}") != 2:
-        raise BadInputError(f"--template {template!r} needs two '{{}}' slots: object, then depth word")
+        raise ParameterError("template", f"{template!r} needs two '{{}}' slots: object, then depth word")
     return [[template.format(DEPTH_OBJECT, word)] for word in words]
 
 
@@ -87,7 +87,7 @@ class DepthSettings:
         bins, words = resolve_bins(bins, words)
         depth_prompts(words, template)
         if temperature <= 0:
-            raise BadInputError("--temperature must be positive")
+            raise ParameterError("temperature", "must be positive")
         return cls(tuple(bins), tuple(words), template, temperature, flip)
 
     def options(self) -> dict:
@@ -173,9 +173,9 @@ def parse_size(text: str) -> str | tuple[int, int]:
     try:
         height, width = (int(part) for part in text.split("x"))
     except ValueError:
-        raise BadInputError(f"--size {text!r}: expected auto, native or HxW such as 416x544") from None
+        raise ParameterError("size", f"{text!r}: expected auto, native or HxW such as 416x544") from None
     if height <= 0 or width <= 0 or height % 32 or width % 32:
-        raise BadInputError(f"--size {text}: height and width must be positive multiples of 32")
+        raise ParameterError("size", f"{text}: height and width must be positive multiples of 32")
     return height, width
 
 

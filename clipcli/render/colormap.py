@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from clipcli.errors import BadInputError
+from clipcli.errors import ParameterError
 
 COLORMAPS = {
     "magma": cv2.COLORMAP_MAGMA,
@@ -21,7 +21,7 @@ COLORMAPS = {
 def colorize(values: np.ndarray, vmin: float, vmax: float, colormap: str = "magma", invert: bool = True) -> np.ndarray:
     """`[H,W]` floats -> `[H,W,3]` uint8 RGB; `invert` makes small values (near) bright."""
     if colormap not in COLORMAPS:
-        raise BadInputError(f"--colormap {colormap!r}: choose one of {', '.join(COLORMAPS)}")
+        raise ParameterError("colormap", f"{colormap!r}: choose one of {', '.join(COLORMAPS)}")
     scaled = (np.clip(values, vmin, vmax) - vmin) / max(vmax - vmin, 1e-12)
     if invert:
         scaled = 1.0 - scaled
