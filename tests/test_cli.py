@@ -56,6 +56,7 @@ MISSING_INPUTS = {
     "depth-eval": ["{tmp}/absent.png,{tmp}/absent-gt.png"],
     "audio-tag": ["{tmp}/absent.wav"],
     "classify-action": ["{tmp}/absent.mp4"],
+    "action-eval": ["{tmp}/absent.txt"],
     "sketch": ["{tmp}/absent.png"],
     "retrieve": ["{tmp}/absent", "a dog"],
     "retrieve-eval": ["{tmp}/absent.csv", "{tmp}"],
@@ -72,8 +73,8 @@ def missing_inputs(command: str, tmp_path: Path) -> list[str]:
     return [word.format(tmp=tmp_path) for word in MISSING_INPUTS.get(command, [])]
 
 
-def test_all_14_commands_are_enumerated_and_each_has_a_missing_input_case():
-    assert len(COMMAND_PATHS) == 14 and ["models", "import"] in COMMAND_PATHS and ["depth-eval"] in COMMAND_PATHS
+def test_all_15_commands_are_enumerated_and_each_has_a_missing_input_case():
+    assert len(COMMAND_PATHS) == 15 and ["models", "import"] in COMMAND_PATHS and ["depth-eval"] in COMMAND_PATHS
     assert set(MISSING_INPUTS) | {"models list"} == set(COMMAND_IDS)
 
 
@@ -176,10 +177,10 @@ print(json.dumps({"paths": paths, "codes": codes, "heavy": sorted(m for m in sys
 """
 
 
-def test_help_version_and_rejected_options_of_all_14_commands_import_no_heavy_module():
+def test_help_version_and_rejected_options_of_all_15_commands_import_no_heavy_module():
     done = subprocess.run([sys.executable, "-c", LIGHT_START], capture_output=True, text=True, timeout=120)
     report = json.loads(done.stdout)
-    assert len(report["paths"]) == 14 and ["models", "import"] in report["paths"] and ["retrieve"] in report["paths"]
+    assert len(report["paths"]) == 15 and ["models", "import"] in report["paths"] and ["retrieve"] in report["paths"]
     assert report["heavy"] == []
     for call, code in report["codes"].items():
         assert code == (2 if call.endswith("--bad") else 0), call
