@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import json
 
 import numpy as np
@@ -11,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_RESNET, TINY_VIT, build_tiny_clip
 from makers.images import draw_shapes_image, write_image
+from makers.report import json_rows
 from PIL import Image
 from torchvision import transforms
 from typer.testing import CliRunner
@@ -173,8 +175,14 @@ def test_vqa_layout_files_resume_and_report_bad_images(photos, tmp_path, tiny_rn
     result = invoke("features", photos, "--model", tiny_rn_path, "--out", out, "--json")
     assert result.exit_code == 4
     report = json.loads(result.stdout)
-    assert [row["status"] for row in report["per_image"]] == ["ok", "ok", "failed"]
-    assert "broken.jpg" in report["per_image"][2]["error"]
+    assert {key: report[key] for key in ("command", "layout", "model", "dtype", "counts")} == {
+        "command": "features", "layout": "vqa", "model": str(tiny_rn_path), "dtype": "float16",
+        "counts": {"ok": 2, "skipped": 0, "failed": 1},
+    }  # fmt: skip
+    rows = json_rows(result.stdout)
+    assert [row["status"] for row in rows] == ["ok", "ok", "failed"]
+    assert rows[0]["outputs"] == [str(out / "a.npy")] and rows[0]["shapes"] == {"grid": [1, 18, 31, 512]}
+    assert "broken.jpg" in rows[2]["error"]
     saved = np.load(out / "a.npy")
     assert saved.shape == (1, 18, 31, 512) and saved.dtype == np.float16
     model, _ = load_clip(tiny_rn_path, device="cpu")
@@ -185,7 +193,7 @@ def test_vqa_layout_files_resume_and_report_bad_images(photos, tmp_path, tiny_rn
 
     again = invoke("features", photos / "a.jpg", photos / "b.png", "--model", tiny_rn_path, "--out", out, "--json")
     assert again.exit_code == 0
-    assert [row["status"] for row in json.loads(again.stdout)["per_image"]] == ["skipped", "skipped"]
+    assert [row["status"] for row in json_rows(again.stdout)] == ["skipped", "skipped"]
 
 
 def test_caption_layout_writes_the_captioner_files(photos, tmp_path, tiny_rn_path):
@@ -207,7 +215,14 @@ def test_pooled_layout_appends_new_images_and_refuses_another_model(photos, tmp_
     result = invoke("features", photos, "--model", tiny_vit_path, "--layout", "pooled", "--out", out, "--json")
     assert result.exit_code == 4
     report = json.loads(result.stdout)
-    assert [row["status"] for row in report["per_image"]] == ["skipped", "ok", "failed"]
+    assert [row["status"] for row in json_rows(result.stdout)] == ["skipped", "ok", "failed"]
+    assert json_rows(result.stdout)[0] == {"input": str(photos / "a.jpg"), "status": "skipped",
+                                           "reason": "already in the index", "row": 0}  # fmt: skip
+    assert json_rows(result.stdout)[1]["row"] == 1
+    assert {key: report[key] for key in ("layout", "dtype", "rows", "matrix", "index")} == {
+        "layout": "pooled", "dtype": "float32", "rows": 2, "matrix": str(out / "pooled.npy"),
+        "index": str(out / "pooled.json"),
+    }  # fmt: skip
     matrix = np.load(out / "pooled.npy")
     index = json.loads((out / "pooled.json").read_text())
     assert matrix.shape == (2, 32) and index["dim"] == 32
@@ -235,3 +250,22 @@ def test_bad_inputs_and_options_exit_2(photos, tmp_path, tiny_rn_path):
     layout = invoke("features", photos / "a.jpg", "--model", tiny_rn_path, "--layout", "fpn")
     assert layout.exit_code == 2 and "'fpn' is not one of" in layout.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_a_write_failing_with_a_full_disk_fails_that_image_only(photos, tmp_path, tiny_rn_path, monkeypatch):
+    write = features.GridLayout.write
+
+    def full_disk_for_b(self, arrays, paths):
+        if paths[0].stem == "b":
+            raise OSError(errno.ENOSPC, "No space left on device", str(paths[0]))
+        write(self, arrays, paths)
+
+    monkeypatch.setattr(features.GridLayout, "write", full_disk_for_b)
+    out = tmp_path / "feats"
+    result = invoke("features", photos / "a.jpg", photos / "b.png", "--model", tiny_rn_path, "--out", out)
+    assert result.exit_code == 4, result.output
+    assert sorted(p.name for p in out.iterdir()) == ["a.npy"]
+    assert result.stderr.splitlines() == [
+        f"error: {photos / 'b.png'}: No space left on device ({out / 'b.npy'})",
+        "error: 1 of 2 inputs failed",
+    ]

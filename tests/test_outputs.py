@@ -324,7 +324,7 @@ def test_pooled_rows_saved_before_a_kill_are_kept_and_a_rerun_completes_them(
     dead.clear()
     rerun = pooled(many_photos, out, tiny_vit_path, "--json")
     assert rerun.exit_code == 0, rerun.output
-    assert [row["status"] for row in json.loads(rerun.stdout)["per_image"]] == ["skipped"] * 4 + ["ok"] * 3
+    assert [row["status"] for row in json_rows(rerun.stdout)] == ["skipped"] * 4 + ["ok"] * 3
     np.testing.assert_allclose(np.load(out / "pooled.npy"), whole, rtol=1e-5, atol=1e-6)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import RenderableType
@@ -23,6 +23,9 @@ from clipcli.options import (
     batch_size_option,
     model_option,
 )
+
+if TYPE_CHECKING:
+    from clipcli.runner import Report
 
 FEATURES_HELP = """CLIP-ViL features (Shen et al. 2021, "How Much Can CLIP Benefit Vision-and-Language Tasks?").
 
@@ -88,21 +91,23 @@ def features(
         workers=workers,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, report, lambda: _features_output(report, layout))
-    raise_for_failures(report["per_image"])
+    show(common, report, lambda: _features_output(report))
+    report.raise_for_failures()
 
 
-def _features_output(report: dict, layout: FeatureLayout) -> list[RenderableType]:
-    table = Table(title=escape(f"CLIP-ViL {report['layout']} features ({report['model']}, {report['dtype']})"))
-    for column in ("input", "status", "shape" if layout != "pooled" else "row", "detail"):
+def _features_output(report: Report) -> list[RenderableType]:
+    summary = report.summary
+    pooled = summary["layout"] == "pooled"
+    table = Table(title=escape(f"CLIP-ViL {summary['layout']} features ({summary['model']}, {summary['dtype']})"))
+    for column in ("input", "status", "row" if pooled else "shape", "detail"):
         table.add_column(column)
-    for row in report["per_image"]:
+    for row in report.rows():
         shape = " ".join(f"{k} {tuple(v)}" for k, v in row.get("shapes", {}).items()) or str(row.get("row", "-"))
         detail = ", ".join(row.get("outputs", [])) or row.get("reason") or row.get("error", "")
         table.add_row(escape(row["input"]), row["status"], shape, escape(detail))
-    if layout != "pooled":
+    if not pooled:
         return [table]
-    return [table, f"{report['rows']} rows in {report['matrix']} (index {report['index']})"]
+    return [table, f"{summary['rows']} rows in {summary['matrix']} (index {summary['index']})"]
 
 
 # ---- vqa

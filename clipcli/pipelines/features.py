@@ -25,13 +25,11 @@ follows what they spell out rather than what they were run as.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -40,14 +38,14 @@ from clip.model import ModifiedResNet
 from PIL import Image
 
 from clipcli import ui
-from clipcli.batch import OutputNames, check_output_folder, failed_row, skipped_row
-from clipcli.errors import BadInputError
+from clipcli.batch import OutputNames, check_output_folder
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
 from clipcli.models.grid import resnet_layer4
 from clipcli.models.normalize import clip_normalize
 from clipcli.models.spatial import attention_pool, vit_patch_grid, vit_tokens
-from clipcli.prefetch import read_ahead
+from clipcli.runner import Executor, Job, Report, Result, run_job
 from clipcli.store.atomic import atomic_path
 
 LAYOUTS = ("vqa", "caption", "pooled")
@@ -176,139 +174,75 @@ def check_outputs(images: Sequence[Path], out: Path, layout: str) -> None:
         GRID_LAYOUTS[layout].names(out).check(images)
 
 
-# ---------------------------------------------------------------- reading ahead
+# ---------------------------------------------------------------- the jobs
 
 
-def batches(paths: Sequence[Path], prepare, batch_size: int, workers: int) -> Iterator[tuple[list, list, list]]:
-    """Groups of `(paths, arrays)` of up to `batch_size` readable images, with the failures met on the way."""
-    good, arrays, failed = [], [], []
-    with contextlib.closing(read_ahead(paths, prepare, workers=max(1, workers), ahead=2 * batch_size)) as images:
-        for path, result in images:
-            if isinstance(result, BadInputError):
-                failed.append((path, result))
-            else:
-                good.append(path)
-                arrays.append(result)
-            if len(good) == batch_size or (failed and not good):
-                yield good, arrays, failed
-                good, arrays, failed = [], [], []
-    if good or failed:
-        yield good, arrays, failed
+@dataclass
+class FeaturesJob(Job):
+    """What every layout's job shares: the model (`model_name` is loaded, `model_key` reported) and the dtype."""
+
+    out: Path
+    layout: str
+    model_name: str
+    model_key: str
+    dtype: str
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    batch_size: int = 8
+    read_workers: int = 1
+    name = "features"
+
+    def use_model(self, model, preprocess) -> None:
+        """Run with an already loaded model (`extract`) instead of loading `model_name` in `setup`."""
+        self._model, self._preprocess = model, preprocess
+
+    def setup(self) -> None:
+        if not hasattr(self, "_model"):
+            loaded = load_clip(self.model_name, self.device, trust_checkpoint=self.trust_checkpoint)
+            self._model, self._preprocess = loaded
+
+    def summary(self) -> dict:
+        return {"layout": self.layout, "model": self.model_key, "dtype": self.dtype}
 
 
-# ---------------------------------------------------------------- running a batch of files
+@dataclass
+class GridJob(FeaturesJob):
+    """The per-image layouts (vqa, caption): batches of images through the tower, each image's files written."""
 
+    @property
+    def grid_layout(self) -> GridLayout:
+        return GRID_LAYOUTS[self.layout]
 
-def check_options(layout: str, dtype: str | None, batch_size: int) -> str:
-    """The output dtype for `layout`, after checking the options."""
-    if layout not in LAYOUTS:
-        raise BadInputError(f"--layout {layout!r}: choose one of {', '.join(LAYOUTS)}")
-    dtype = dtype or DEFAULT_DTYPE[layout]
-    if dtype not in ("float16", "float32"):
-        raise BadInputError(f"--dtype {dtype!r}: choose float16 or float32")
-    if batch_size < 1:
-        raise BadInputError("--batch-size must be at least 1")
-    return dtype
+    def setup(self) -> None:
+        super().setup()
+        if not is_resnet(self._model):
+            ui.notice(VIT_GRID_WARNING)
 
+    def done(self, path: Path) -> bool:
+        return all(output.exists() for output in self.grid_layout.outputs(path, self.out))
 
-def run(
-    images: Sequence[Path],
-    *,
-    out: Path,
-    layout: str = "vqa",
-    model_name: str = "RN50",
-    batch_size: int = 8,
-    dtype: str | None = None,
-    overwrite: bool = False,
-    device: str = "auto",
-    workers: int | None = None,
-    trust_checkpoint: bool = False,
-) -> dict:
-    """Extract `layout` features for many images; a report with one result per input (failures included)."""
-    dtype = check_options(layout, dtype, batch_size)
-    check_outputs(images, out, layout)  # before the model loads: a bad --out costs nothing
-    model, preprocess = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
-    model_key = str(Path(model_name).resolve()) if Path(model_name).is_file() else model_name
-    return _extract_checked(model, preprocess, images, out, model_key, layout, batch_size, dtype, overwrite, workers)
+    def read(self, path: Path) -> np.ndarray:
+        return self.grid_layout.prepare(load_image(path))
 
+    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[tuple[list[np.ndarray], float]]:
+        """Each image's arrays (one per output file) in the output dtype, and its share of the batch's seconds."""
+        if not items:
+            return []
+        start = time.perf_counter()
+        device = next(self._model.parameters()).device
+        pixels = normalize(torch.from_numpy(np.stack([pixels for _, pixels in items])), device)
+        tensors = self.grid_layout.compute(self._model, pixels)
+        arrays = [tensor.to(getattr(torch, self.dtype)).cpu().numpy() for tensor in tensors]
+        seconds = (time.perf_counter() - start) / len(items)
+        return [([array[index] for array in arrays], seconds) for index in range(len(items))]
 
-def extract(
-    model,
-    preprocess,
-    images: Sequence[Path],
-    *,
-    out: Path,
-    model_name: str,
-    layout: str = "vqa",
-    batch_size: int = 8,
-    dtype: str | None = None,
-    overwrite: bool = False,
-    workers: int | None = None,
-) -> dict:
-    """`run` with a loaded model; `preprocess` is its CLIP transform (for `pooled`), `model_name` is reported."""
-    dtype = check_options(layout, dtype, batch_size)
-    check_outputs(images, out, layout)
-    return _extract_checked(model, preprocess, images, out, model_name, layout, batch_size, dtype, overwrite, workers)
-
-
-def _extract_checked(
-    model,
-    preprocess,
-    images: Sequence[Path],
-    out: Path,
-    model_name: str,
-    layout: str,
-    batch_size: int,
-    dtype: str,
-    overwrite: bool,
-    workers: int | None,
-) -> dict:
-    """`extract` once its options and outputs are checked (`run` checks them before loading the model)."""
-    workers = workers or min(8, os.cpu_count() or 1)
-    device_of_model = next(model.parameters()).device
-    if layout == "pooled":
-        rows, files = _run_pooled(images, model, preprocess, model_name, out, batch_size, dtype, overwrite, workers)
-        return {"layout": layout, "model": model_name, "dtype": dtype, **files, "per_image": rows}
-    if not is_resnet(model):
-        ui.notice(VIT_GRID_WARNING)
-    grid_layout = GRID_LAYOUTS[layout]
-    results: dict[Path, dict] = {}
-    todo = []
-    for image in images:
-        if not overwrite and all(path.exists() for path in grid_layout.outputs(image, out)):
-            results[image] = skipped_row(image)
-        else:
-            todo.append(image)
-
-    def prepare(path: Path) -> np.ndarray:
-        return grid_layout.prepare(load_image(path))
-
-    writes: list = []  # the previous batch's files, written by threads while the model runs the next batch
-    with ThreadPoolExecutor(max(1, workers)) as writer, ui.progress() as bar:
-        task = bar.add_task(f"features ({layout})", total=len(images), completed=len(images) - len(todo))
-        for paths, arrays, failed in batches(todo, prepare, batch_size, workers):
-            for path, err in failed:
-                results[path] = failed_row(path, err)
-            if paths:
-                start = time.perf_counter()
-                pixels = normalize(torch.from_numpy(np.stack(arrays)), device_of_model)
-                tensors = grid_layout.compute(model, pixels)
-                outputs = [tensor.to(getattr(torch, dtype)).cpu().numpy() for tensor in tensors]
-                seconds = (time.perf_counter() - start) / len(paths)
-                for future in writes:
-                    future.result()
-                writes = []
-                for index, path in enumerate(paths):
-                    files = grid_layout.outputs(path, out)
-                    writes.append(writer.submit(grid_layout.write, [array[index] for array in outputs], files))
-                    shapes = {file.parent.name if layout == "caption" else "grid": list(array[index].shape)
-                              for file, array in zip(files, outputs, strict=True)}  # fmt: skip
-                    results[path] = {"input": str(path), "status": "ok", "outputs": [str(f) for f in files],
-                                     "shapes": shapes, "seconds": round(seconds, 4)}  # fmt: skip
-            bar.advance(task, len(paths) + len(failed))
-        for future in writes:
-            future.result()
-    return {"layout": layout, "model": model_name, "dtype": dtype, "per_image": [results[i] for i in images]}
+    def write(self, path: Path, outcome: tuple[list[np.ndarray], float]) -> dict:
+        arrays, seconds = outcome
+        files = self.grid_layout.outputs(path, self.out)
+        self.grid_layout.write(arrays, files)
+        shapes = {file.parent.name if self.layout == "caption" else "grid": list(array.shape)
+                  for file, array in zip(files, arrays, strict=True)}  # fmt: skip
+        return {"outputs": [str(file) for file in files], "shapes": shapes, "seconds": round(seconds, 4)}
 
 
 # ---------------------------------------------------------------- pooled: one matrix per folder
@@ -316,6 +250,12 @@ def _extract_checked(
 
 POOLED_MATRIX, POOLED_INDEX = "pooled.npy", "pooled.json"
 SAVE_SECONDS, SAVE_COST_RATIO = 60.0, 10.0
+INDEXED = "already in the index"
+
+
+def image_key(path: Path) -> str:
+    """How `pooled.json` names an image: its resolved path, so one file named two ways is one row."""
+    return str(path.resolve())
 
 
 def _read_pooled(out: Path, model_name: str) -> tuple[np.ndarray | None, list[str]]:
@@ -363,59 +303,156 @@ class PooledRows:
         self.saved = len(names)
         self.next_save = time.monotonic() + SAVE_SECONDS
 
-    def add(self, vectors: np.ndarray, names: list[str]) -> None:
-        self.blocks.append(vectors)
-        self.names += names
+    def add(self, vector: np.ndarray, name: str) -> int:
+        """Append one image's row and say its number; a save due now that fails takes the row back out."""
+        self.blocks.append(vector[None])
+        self.names.append(name)
         if time.monotonic() >= self.next_save:
-            self.save()
+            try:
+                self.save()
+            except OSError:
+                self.blocks.pop()
+                self.names.pop()
+                raise
+        return len(self.names) - 1
 
     def save(self) -> None:
         """Write the rows not yet on disk, if any."""
         if len(self.names) == self.saved:
             return
         start = time.monotonic()
-        self.blocks = [np.concatenate(self.blocks)]
-        _write_pooled(self.out, self.blocks[0], self.names, self.model_name)
-        self.saved = len(self.names)
+        matrix = np.concatenate(self.blocks)
+        _write_pooled(self.out, matrix, self.names, self.model_name)
+        self.blocks, self.saved = [matrix], len(self.names)
         finished = time.monotonic()
         self.next_save = finished + max(SAVE_SECONDS, SAVE_COST_RATIO * (finished - start))
 
 
-def _run_pooled(images, model, preprocess, model_name, out, batch_size, dtype, overwrite, workers):
-    """`encode_image` rows appended to `out/pooled.npy`; images already in the index are skipped."""
-    matrix, names = (None, []) if overwrite else _read_pooled(out, model_name)
-    known = {name: row for row, name in enumerate(names)}
-    pooled = PooledRows(out, model_name, None if matrix is None else matrix.astype(dtype), names)
-    device = next(model.parameters()).device
-    results: dict[str, dict] = {}  # by resolved path, so one image named twice is encoded once
-    todo = []
+@dataclass
+class PooledJob(FeaturesJob):
+    """`encode_image` rows of one matrix per folder; the driver appends each image's row to `pooled.npy`."""
+
+    indexed: dict[str, int] = field(default_factory=dict)  # image key -> its row, for images already in the matrix
+
+    def resume(self, overwrite: bool) -> None:
+        """Before the run, in the driver: the rows already in `out` (none with `overwrite`), to skip and add after."""
+        matrix, names = (None, []) if overwrite else _read_pooled(self.out, self.model_key)
+        self._rows = PooledRows(self.out, self.model_key, None if matrix is None else matrix.astype(self.dtype), names)
+        self.indexed = {name: row for row, name in enumerate(names)}
+
+    def done(self, path: Path) -> bool:
+        return image_key(path) in self.indexed
+
+    def read(self, path: Path) -> torch.Tensor:
+        return self._preprocess(Image.fromarray(load_image(path)))
+
+    @torch.no_grad()
+    def compute_batch(self, items: Sequence[tuple[Path, torch.Tensor]]) -> list[np.ndarray]:
+        if not items:
+            return []
+        device = next(self._model.parameters()).device
+        vectors = self._model.encode_image(torch.stack([pixels for _, pixels in items]).to(device)).float()
+        return list(vectors.cpu().numpy().astype(self.dtype))
+
+    def write(self, path: Path, outcome: np.ndarray) -> dict:
+        return {"row": self._rows.add(outcome, image_key(path))}
+
+    def save(self) -> None:
+        self._rows.save()
+
+    def summary(self) -> dict:
+        files = {"matrix": str(self.out / POOLED_MATRIX), "index": str(self.out / POOLED_INDEX)}
+        return super().summary() | files | {"rows": len(self._rows.names)}
+
+
+def _run_pooled(job: PooledJob, images: Sequence[Path], overwrite: bool, executor: Executor | None) -> Report:
+    """Rows appended to `out/pooled.npy`; images already in the index are skipped, an image named twice runs once."""
+    job.resume(overwrite)
+    first = {}
     for image in images:
-        key = str(image.resolve())
-        if key in known:
-            results[key] = {"input": str(image), "status": "skipped", "reason": "already in the index",
-                            "row": known[key]}  # fmt: skip
-        elif key not in results:
-            results[key] = {}
-            todo.append(image)
-
-    def prepare(path: Path) -> torch.Tensor:
-        return preprocess(Image.fromarray(load_image(path)))
-
+        first.setdefault(image_key(image), image)
     try:
-        with ui.progress() as bar:
-            task = bar.add_task("features (pooled)", total=len(images), completed=len(images) - len(todo))
-            for paths, tensors, failed in batches(todo, prepare, batch_size, workers):
-                for path, err in failed:
-                    results[str(path.resolve())] = failed_row(path, err)
-                if paths:
-                    with torch.no_grad():
-                        vectors = model.encode_image(torch.stack(tensors).to(device)).float()
-                    keys = [str(path.resolve()) for path in paths]
-                    for row, (path, key) in enumerate(zip(paths, keys, strict=True), len(pooled.names)):
-                        results[key] = {"input": str(path), "status": "ok", "row": row}
-                    pooled.add(vectors.cpu().numpy().astype(dtype), keys)
-                bar.advance(task, len(paths) + len(failed))
+        report = run_job(job, list(first.values()), overwrite=overwrite, executor=executor)
     finally:
-        pooled.save()  # also on Ctrl-C or SIGTERM: a rerun resumes after what was computed
-    files = {"matrix": str(out / POOLED_MATRIX), "index": str(out / POOLED_INDEX), "rows": len(pooled.names)}
-    return [results[str(image.resolve())] for image in images], files
+        job.save()  # also on Ctrl-C or SIGTERM: a rerun resumes after what was computed
+    by_key = {
+        key: Result(result.input, "skipped", {"row": job.indexed[key]}, reason=INDEXED)
+        if result.status == "skipped"
+        else result
+        for key, result in zip(first, report.results, strict=True)
+    }
+    report.results = [by_key[image_key(image)] for image in images]
+    return report
+
+
+# ---------------------------------------------------------------- running a batch of files
+
+
+def check_options(layout: str, dtype: str | None, batch_size: int) -> str:
+    """The output dtype for `layout`, after checking the options."""
+    if layout not in LAYOUTS:
+        raise ParameterError("layout", f"must be one of {', '.join(LAYOUTS)}, not {layout!r}")
+    dtype = dtype or DEFAULT_DTYPE[layout]
+    if dtype not in ("float16", "float32"):
+        raise ParameterError("dtype", f"must be float16 or float32, not {dtype!r}")
+    if batch_size < 1:
+        raise ParameterError("batch_size", "must be at least 1")
+    return dtype
+
+
+def features_job(layout: str, *, workers: int | None, **settings) -> FeaturesJob:
+    """The job for `layout`, reading on `workers` threads (default: the CPU count, at most 8)."""
+    read_workers = max(1, workers or min(8, os.cpu_count() or 1))
+    job_class = PooledJob if layout == "pooled" else GridJob
+    return job_class(layout=layout, read_workers=read_workers, **settings)
+
+
+def _run(job: FeaturesJob, images: Sequence[Path], overwrite: bool, executor: Executor | None) -> Report:
+    if isinstance(job, PooledJob):
+        return _run_pooled(job, images, overwrite, executor)
+    return run_job(job, images, overwrite=overwrite, executor=executor)
+
+
+def run(
+    images: Sequence[Path],
+    *,
+    out: Path,
+    layout: str = "vqa",
+    model_name: str = "RN50",
+    batch_size: int = 8,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    device: str = "auto",
+    workers: int | None = None,
+    trust_checkpoint: bool = False,
+    executor: Executor | None = None,
+) -> Report:
+    """Extract `layout` features for many images; a report with one result per input (failures included)."""
+    dtype = check_options(layout, dtype, batch_size)
+    check_outputs(images, out, layout)  # before the model loads: a bad --out costs nothing
+    model_key = str(Path(model_name).resolve()) if Path(model_name).is_file() else model_name
+    job = features_job(layout, out=out, model_name=model_name, model_key=model_key, dtype=dtype, device=device,
+                       trust_checkpoint=trust_checkpoint, batch_size=batch_size, workers=workers)  # fmt: skip
+    return _run(job, images, overwrite, executor)
+
+
+def extract(
+    model,
+    preprocess,
+    images: Sequence[Path],
+    *,
+    out: Path,
+    model_name: str,
+    layout: str = "vqa",
+    batch_size: int = 8,
+    dtype: str | None = None,
+    overwrite: bool = False,
+    workers: int | None = None,
+) -> Report:
+    """`run` with a loaded model; `preprocess` is its CLIP transform (for `pooled`), `model_name` is reported."""
+    dtype = check_options(layout, dtype, batch_size)
+    check_outputs(images, out, layout)
+    job = features_job(layout, out=out, model_name=model_name, model_key=model_name, dtype=dtype,
+                       batch_size=batch_size, workers=workers)  # fmt: skip
+    job.use_model(model, preprocess)
+    return _run(job, images, overwrite, None)
