@@ -39,11 +39,10 @@ def videos(tmp_path):
 
 
 def ranked_labels(videos, model_path) -> list[list[str]]:
-    """Each video's labels, best first, from `classify-action` on the same videos."""
-    args = [*videos, "--model", model_path, "--labels", ",".join(LABELS), "--frames", 4, "--top-k", len(LABELS)]
-    result = runner.invoke(app, ["classify-action", *map(str, args), "--json"])
-    assert result.exit_code == 0, result.output
-    return [[p["label"] for p in row["predictions"]] for row in json.loads(result.stdout)]
+    """Each video's labels, best first, as `classify-action` predicts them (its library function)."""
+    classifier = action.load_classifier(LABELS, model_name=str(model_path), frames=4, device="cpu")
+    rows = [action.classify_video(classifier, video, top_k=len(LABELS)) for video in videos]
+    return [[p["label"] for p in row["predictions"]] for row in rows]
 
 
 def expected_scores(truth: list[str], ranked: list[list[str]]) -> dict:
@@ -79,9 +78,9 @@ def test_accuracy_equals_what_classify_action_predictions_give(videos, tiny_vit_
     assert 0 < expected["top1"] < expected["top5"] < 100  # hits, top-5-only hits and misses all occur
     for key in ("top1", "top5", "mean_class"):
         assert report[key] == pytest.approx(expected[key])
-    assert report["videos"] == 6 and report["skipped"] == 0 and report["frames"] == 4
-    assert [row["label"] for row in report["per_video"]] == truth
-    assert [row["predictions"][0]["label"] for row in report["per_video"]] == [r[0] for r in ranked]
+    assert report["videos"] == 6 and report["counts"] == {"ok": 6, "skipped": 0, "failed": 0} and report["frames"] == 4
+    assert [row["label"] for row in report["results"]] == truth
+    assert [row["predictions"][0]["label"] for row in report["results"]] == [r[0] for r in ranked]
 
 
 def write_frame_folder(folder, frames) -> None:
@@ -120,14 +119,14 @@ def test_official_list_of_frame_folders_scores_the_official_test_frames(tmp_path
                            for i in official_val_indices(count, 4)])  # fmt: skip
         probabilities = action.classify_frames(classifier.model, classifier.fusion, frames, 4, classifier.text, LABELS)
         ranked.append([LABELS[i] for i in np.argsort(-probabilities[0], kind="stable")])
-        row = report["per_video"][number]
+        row = report["results"][number]
         assert [p["probability"] for p in row["predictions"]] == pytest.approx(
             sorted(probabilities[0], reverse=True)[:5], abs=1e-5
         )
     expected = expected_scores([LABELS[t] for t in truth], ranked)
     for key in ("top1", "top5", "mean_class"):
         assert report[key] == pytest.approx(expected[key])
-    assert [row["class"] for row in report["per_video"]] == truth
+    assert [row["class"] for row in report["results"]] == truth
 
 
 def test_missing_list_file_exits_2_with_one_line(tmp_path, tiny_vit_path):
@@ -157,9 +156,9 @@ def test_a_corrupt_video_is_reported_skipped_and_exits_4(videos, tiny_vit_path, 
     result = run(listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS), "--frames", 4, "--json")
     assert result.exit_code == 4
     report = json.loads(result.stdout)
-    assert report["videos"] == 2 and report["skipped"] == 1
-    assert [row["status"] for row in report["per_video"]] == ["ok", "failed", "ok"]
-    assert report["per_video"][1]["line"] == 2 and report["per_video"][1]["error"].startswith(str(broken))
+    assert report["videos"] == 2 and report["counts"]["failed"] == 1
+    assert [row["status"] for row in report["results"]] == ["ok", "failed", "ok"]
+    assert report["results"][1]["line"] == 2 and report["results"][1]["error"].startswith(str(broken))
     assert str(broken) in result.stderr
 
 
@@ -170,7 +169,7 @@ def test_limit_scores_only_the_first_entries(videos, tiny_vit_path, tmp_path):
                  "--json")  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["videos"] == 2 and [row["line"] for row in report["per_video"]] == [1, 2]
+    assert report["videos"] == 2 and [row["line"] for row in report["results"]] == [1, 2]
 
 
 def test_json_shape_and_table_show_published_figures_or_n_a(videos, tiny_vit_path, tmp_path):
@@ -178,12 +177,13 @@ def test_json_shape_and_table_show_published_figures_or_n_a(videos, tiny_vit_pat
     listing.write_text(f"videos/{videos[0].name} 0\n")
     result = run(listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS), "--frames", 4, "--json")
     report = json.loads(result.stdout)
-    assert set(report) == {"list", "labels", "classes", "dataset", "architecture", "head", "frames", "videos",
-                           "skipped", "top1", "top5", "mean_class", "published", "per_video"}  # fmt: skip
+    assert set(report) == {"command", "list", "labels", "classes", "dataset", "architecture", "head", "frames",
+                           "videos", "top1", "top5", "mean_class", "published", "counts", "results"}  # fmt: skip
+    assert report["command"] == "action-eval"
     assert report["head"] == "meanP" and report["architecture"] is None and report["classes"] == 7
     assert report["published"]["fine_tuned"] is None and report["published"]["zero_shot"] is None
     assert "sallymmx/ActionCLIP README.md" in report["published"]["source"]
-    row = report["per_video"][0]
+    row = report["results"][0]
     assert row["status"] == "ok" and len(row["predictions"]) == 5 and row["line"] == 1
 
     table = run(listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS), "--frames", 4)
@@ -202,3 +202,23 @@ def test_published_figures_follow_the_architecture_and_frames():
 def test_list_class_names_match_in_any_spelling():
     assert action_eval.label_key("ApplyEyeMakeup") == action_eval.label_key("apply_eye_makeup") == "apply eye makeup"
     assert action_eval.label_key("Riding a Bike") == "riding a bike"
+
+
+def test_a_video_listed_twice_exits_2_naming_both_lines(tmp_path, tiny_vit_path):
+    listing = tmp_path / "test.txt"
+    listing.write_text("clip.avi 0\nother.avi 1\n./clip.avi 2\n")
+    result = run(listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS))
+    assert result.exit_code == 2
+    [error] = result.stderr.strip().splitlines()
+    assert error.startswith(f"error: {listing}: line 3: ") and "listed twice (line 1 too)" in error
+
+
+def test_videos_share_forward_passes(videos, tiny_vit_path, tmp_path, monkeypatch):
+    passes = []
+    real = action_eval.clip_probabilities
+    monkeypatch.setattr(action_eval, "clip_probabilities", lambda c, clips: passes.append(len(clips)) or real(c, clips))
+    listing = tmp_path / "test.txt"
+    listing.write_text("".join(f"videos/{video.name} {i}\n" for i, video in enumerate(videos)))
+    result = run(listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS), "--frames", 4, "--json")
+    assert result.exit_code == 0, result.output
+    assert passes == [6]

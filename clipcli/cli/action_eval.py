@@ -9,7 +9,6 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli.batch import raise_for_failures
 from clipcli.cli_support import Common, command, show
 from clipcli.options import TrustCheckpoint, frames_option, labels_option, model_option
 
@@ -62,17 +61,17 @@ def action_eval(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, report, lambda: [_accuracy_table(report)])
-    raise_for_failures(report["per_video"])
+    show(common, report, lambda: [_accuracy_table(report.summary, report.counts()["failed"])])
+    report.raise_for_failures()
 
 
 def _percent(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.2f}"
 
 
-def _accuracy_table(report: dict) -> Table:
+def _accuracy_table(report: dict, unreadable: int) -> Table:
     model = f"{report['architecture'] or 'CLIP'} {report['head']} {report['frames']}f"
-    title = f"ActionCLIP ({model}) on {report['videos']} video(s), {report['skipped']} skipped"
+    title = f"ActionCLIP {model}: {report['videos']} video(s), {unreadable} unreadable"
     table = Table(title=escape(title), title_justify="left")
     for column in ("", "top-1 %", "top-5 %", "mean class %"):
         table.add_column(column, justify="right" if column else "left")

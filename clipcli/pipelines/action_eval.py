@@ -19,25 +19,22 @@ Relative paths are taken from `--root`, else from the list file's folder.
 
 from __future__ import annotations
 
-import contextlib
+import os
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import islice
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from clipcli import ui
-from clipcli.batch import failed_row
 from clipcli.errors import BadInputError
 from clipcli.media.frame_indices import sample_indices
 from clipcli.media.images import load_image
 from clipcli.media.sampling import sample_video
 from clipcli.pipelines import action
 from clipcli.pipelines.point import backbone_key
-from clipcli.prefetch import read_ahead
+from clipcli.runner import Executor, Job, Report, run_job
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"  # configs/*/*.yaml image_tmpl, with index_bias 1
 FRAME_INDEX_BIAS = 1
@@ -85,10 +82,16 @@ def read_list(path: Path, labels: Sequence[str], root: Path | None = None) -> li
         raise BadInputError(f"cannot read the list ({err})", path) from None
     base = root if root is not None else Path(path).parent
     classes = _class_index(labels)
-    entries = []
+    entries: list[Entry] = []
+    first_lines: dict[str, int] = {}
     for number, line in enumerate(text.splitlines(), 1):
-        if line.strip() and not line.lstrip().startswith("#"):
-            entries.append(_parse_line(line.strip(), number, base, classes, len(labels), path))
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        entry = _parse_line(line.strip(), number, base, classes, len(labels), path)
+        first = first_lines.setdefault(os.path.realpath(entry.source), number)
+        if first != number:
+            raise BadInputError(f"line {number}: {entry.source} is listed twice (line {first} too)", path)
+        entries.append(entry)
     if not entries:
         raise BadInputError("no videos in the list (one 'VIDEO LABEL' per line)", path)
     return entries
@@ -176,45 +179,54 @@ def clip_probabilities(classifier: action.Classifier, clips: Sequence[np.ndarray
     return action.class_probabilities(video, c.labels, c.model, text=c.text).cpu().numpy()
 
 
-def predict(classifier: action.Classifier, entries: Sequence[Entry]) -> list[dict]:
-    """One row per entry, in order: its top-5 predictions, or why it failed (said on stderr as it happens).
+@dataclass
+class ActionEvalJob(Job):
+    """Each listed video's top-5 classes: clips decoded ahead on threads, classified a few per forward pass."""
 
-    Clips are decoded ahead on threads and classified `VIDEOS_PER_PASS` at a time.
-    """
-    rows: list[dict] = []
-    clips = read_ahead(
-        entries, lambda entry: read_clip(entry, classifier.num_frames), workers=action.decode_workers(len(entries))
-    )
-    with ui.progress() as bar, contextlib.closing(clips):
-        task = bar.add_task("action-eval", total=len(entries))
-        for batch in _batches(clips, VIDEOS_PER_PASS):
-            readable = [(entry, clip) for entry, clip in batch if not isinstance(clip, BaseException)]
-            probabilities = iter(clip_probabilities(classifier, [clip for _, clip in readable]) if readable else [])
-            for entry, clip in batch:
-                if isinstance(clip, BaseException):
-                    rows.append({"line": entry.line, **failed_row(entry.source, clip)})
-                else:
-                    rows.append(_row(entry, next(probabilities), classifier.labels))
-            bar.advance(task, len(batch))
-    return rows
+    entries: dict[Path, Entry]
+    labels: list[str]
+    model_name: str | None = None
+    checkpoint: Path | None = None
+    frames: int | None = None
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    name = "action-eval"
+    batch_size = VIDEOS_PER_PASS
 
+    def __post_init__(self) -> None:
+        self.read_workers = action.decode_workers(len(self.entries))
 
-def _batches(items: Iterator, size: int) -> Iterator[list]:
-    while batch := list(islice(items, size)):
-        yield batch
+    def setup(self) -> None:
+        self._classifier = action.load_classifier(
+            self.labels, model_name=self.model_name, checkpoint=self.checkpoint, frames=self.frames,
+            device=self.device, trust_checkpoint=self.trust_checkpoint,
+        )  # fmt: skip
 
+    def read(self, path: Path) -> np.ndarray:
+        return read_clip(self.entries[path], self._classifier.num_frames)
 
-def _row(entry: Entry, probabilities: np.ndarray, labels: Sequence[str]) -> dict:
-    top = np.argsort(-probabilities, kind="stable")[:TOP_K]
-    return {
-        "input": str(entry.source),
-        "status": "ok",
-        "line": entry.line,
-        "label": labels[entry.label],
-        "class": entry.label,
-        "top_classes": top.tolist(),
-        "predictions": action.top_predictions(probabilities, labels, TOP_K),
-    }
+    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[dict]:
+        probabilities = clip_probabilities(self._classifier, [clip for _, clip in items])
+        return [self._scored(self.entries[path], row) for (path, _), row in zip(items, probabilities, strict=True)]
+
+    def _scored(self, entry: Entry, probabilities: np.ndarray) -> dict:
+        top = np.argsort(-probabilities, kind="stable")[:TOP_K]
+        return {
+            "line": entry.line,
+            "label": self.labels[entry.label],
+            "class": entry.label,
+            "top_classes": top.tolist(),
+            "predictions": action.top_predictions(probabilities, self.labels, TOP_K),
+        }
+
+    def summary(self) -> dict:
+        """The model's facts, for the report and for finding the published figures."""
+        classifier = self._classifier
+        return {
+            "architecture": ARCHITECTURES.get(backbone_key(classifier.model) or ""),
+            "head": classifier.fusion.kind,
+            "frames": classifier.num_frames,
+        }
 
 
 # ---------------------------------------------------------------- scores
@@ -268,31 +280,42 @@ def evaluate(
     frames: int | None = None,
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> dict:
-    """Accuracy over the list's first `limit` entries (all by default), beside the published figures."""
+    executor: Executor | None = None,
+) -> Report:
+    """Accuracy over the list's first `limit` entries (all by default), beside the published figures.
+
+    The list is read and checked before any model loads; unreadable videos are
+    failed results, left out of the scores.
+    """
     if limit is not None and limit < 1:
         raise BadInputError(f"--limit must be at least 1, got {limit}")
     if root is not None and not root.is_dir():
         raise BadInputError("is not a folder (--root)", root)
     source, names = action.parse_labels(labels)
     entries = read_list(list_file, names, root)[:limit]
-    classifier = action.load_classifier(names, model_name=model_name, checkpoint=checkpoint, frames=frames,
-                                        device=device, trust_checkpoint=trust_checkpoint)  # fmt: skip
-    rows = predict(classifier, entries)
-    scored = [row for row in rows if row["status"] == "ok"]
-    architecture = ARCHITECTURES.get(backbone_key(classifier.model) or "")
+    job = ActionEvalJob(
+        {entry.source: entry for entry in entries},
+        names,
+        model_name=model_name,
+        checkpoint=checkpoint,
+        frames=frames,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    report = run_job(job, [entry.source for entry in entries], executor=executor)
+    for result in report.failed:
+        result.data["line"] = job.entries[Path(result.input)].line
+    scored = [result.data for result in report.ok]
+    model = report.summary
     dataset = dataset_of(source, names)
-    return {
+    report.summary = {
         "list": str(list_file),
         "labels": source,
         "classes": len(names),
         "dataset": dataset,
-        "architecture": architecture,
-        "head": classifier.fusion.kind,
-        "frames": classifier.num_frames,
+        **model,
         "videos": len(scored),
-        "skipped": len(rows) - len(scored),
         **accuracy([row["class"] for row in scored], [row["top_classes"] for row in scored]),
-        "published": published(dataset, architecture, classifier.num_frames),
-        "per_video": rows,
+        "published": published(dataset, model["architecture"], model["frames"]),
     }
+    return report
