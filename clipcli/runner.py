@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -117,6 +117,7 @@ class Job:
     name: str = "batch"
     batch_size: int = 1
     read_workers: int = 0
+    _show_progress: Callable[[str], None] | None = None  # set by `run_job` while its bar is up
 
     def __getstate__(self) -> dict[str, Any]:
         return {name: value for name, value in self.__dict__.items() if not name.startswith("_")}
@@ -158,6 +159,14 @@ class Job:
     def summary(self) -> dict[str, Any]:
         """Facts about the run for the report (settings, model); computed after the last input."""
         return {}
+
+    def progress(self, text: str) -> None:
+        """Say how the input being computed is going (a long optimisation's step) on the progress bar's line.
+
+        `run_job` shows it beside its one bar; where no bar reaches (a Ray actor) it is dropped.
+        """
+        if self._show_progress is not None:
+            self._show_progress(text)
 
 
 class Executor(Protocol):
@@ -203,9 +212,10 @@ def run_job(job: Job, inputs: Sequence[Path], *, overwrite: bool = False, execut
     try:
         with ui.progress() as bar:
             task = bar.add_task(job.name, total=len(inputs), completed=len(inputs) - len(todo))
+            job._show_progress = lambda text: bar.update(task, description=f"{job.name} {text}")
             for position, outcome in stream:
                 results[position] = _settle(job, inputs[position], outcome)
-                bar.advance(task)
+                bar.update(task, advance=1, description=job.name)
     finally:  # an interrupted run stops the executor's reads and workers
         close = getattr(stream, "close", None)
         if close is not None:

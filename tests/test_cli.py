@@ -304,11 +304,12 @@ def test_sketch_options_reach_their_settings_by_name(tmp_path, monkeypatch):
     from PIL import Image
 
     from clipcli.pipelines import sketch
+    from clipcli.runner import Report
 
     with pytest.raises(TypeError):
         sketch.SketchSettings(16, 2000)
     calls = []
-    monkeypatch.setattr(sketch, "run", lambda paths, **options: calls.append(options) or [])
+    monkeypatch.setattr(sketch, "run", lambda paths, **options: calls.append(options) or Report("sketch", []))
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
     numbers = ["--strokes", "7", "--iterations", "11", "--seeds", "2", "--width", "2.5", "--augmentations", "3"]
     switches = ["--lr", "0.5", "--patience", "4", "--seed", "9", "--no-early-stop", "--no-cuda-graphs"]

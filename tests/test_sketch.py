@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import re
 import xml.etree.ElementTree as ElementTree
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -14,16 +17,19 @@ import torchvision.transforms.functional as TF
 from clip.model import CLIP
 from conftest import TINY_RESNET, TINY_VIT, build_tiny_clip
 from makers.images import draw_shapes_image, write_image
+from makers.report import json_rows
 from PIL import Image
+from rich.progress import Progress
 from torchvision.transforms import InterpolationMode
 from typer.testing import CliRunner
 
 from clipcli import ui
 from clipcli.cli import app
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
+from clipcli.pipelines import sketch, sketch_files
 from clipcli.pipelines.sketch import saliency_map, sketch_loss
 from clipcli.pipelines.sketch_augment import augment, random_augmentations
-from clipcli.pipelines.sketch_files import prepare_target, target_tensor
+from clipcli.pipelines.sketch_files import read_target, target_tensor
 from clipcli.pipelines.sketch_init import (
     grabcut_mask,
     initial_strokes,
@@ -339,11 +345,11 @@ def test_targets_keep_their_aspect_and_masks_whiten_the_background(tmp_path):
     mask = np.zeros((100, 200), np.uint8)
     mask[:, :100] = 255
     write_image(tmp_path / "mask.png", mask)
-    masked, auto = prepare_target(tmp_path / "wide.png", tmp_path / "mask.png", saliency_model=None)
-    assert auto is None and masked[0, :, 112, 30:100].max() < 0.05 and masked[0, :, 112, 125:190].min() > 0.95
+    masked = read_target(tmp_path / "wide.png", tmp_path / "mask.png")
+    assert masked[0, :, 112, 30:100].max() < 0.05 and masked[0, :, 112, 125:190].min() > 0.95
     write_image(tmp_path / "small.png", mask[:50])
     with pytest.raises(BadInputError, match="small.png: mask is 200x50, the image 200x100"):
-        prepare_target(tmp_path / "wide.png", tmp_path / "small.png", saliency_model=None)
+        read_target(tmp_path / "wide.png", tmp_path / "small.png")
 
 
 # ---------------------------------------------------------------- optimisation
@@ -424,7 +430,7 @@ def test_sketch_end_to_end(tmp_path, shapes_png, sketch_rn_path, tiny_vit_path):
                         "--iterations", 30, "--seeds", 2, "--augmentations", 1, "--animate", "gif", "--size", 96,
                         "--out", out, "--device", "cpu", "--json", "--no-early-stop")  # fmt: skip
     assert result.exit_code == 0, result.output
-    (row,) = json.loads(result.stdout)
+    (row,) = json_rows(result.stdout)
     assert row["status"] == "ok" and row["chosen_seed"] in (0, 1000) and row["iterations"] == 30
     details = json.loads((out / "shapes_sketch.json").read_text())
     seeds = details["seeds"]
@@ -460,7 +466,7 @@ def test_same_seed_same_svg_and_existing_outputs_are_skipped(tmp_path, shapes_pn
     svg = {folder: (tmp_path / folder / "shapes_sketch.svg").read_bytes() for folder in "ab"}
     assert svg["a"] == svg["b"] and svg["a"].count(b"<path ") == 4
     again = sketch_cli(shapes_png, *common, "--seed", 5, "--out", tmp_path / "a")
-    assert again.exit_code == 0 and json.loads(again.stdout)[0]["status"] == "skipped"
+    assert again.exit_code == 0 and json_rows(again.stdout)[0]["status"] == "skipped"
 
 
 @pytest.mark.parametrize("kind", ["not an image", "empty", "missing"])
@@ -538,14 +544,103 @@ def test_low_detail_images_still_get_a_sketch_with_a_notice(
     assert json.loads((out / "low_sketch.json").read_text())["init"] == init
 
 
-def test_models_of_the_wrong_kind_are_refused(shapes_png, sketch_rn_path, tiny_vit_path, tmp_path):
+def test_models_of_the_wrong_kind_are_refused_naming_their_flag(shapes_png, sketch_rn_path, tiny_vit_path, tmp_path):
     result = sketch_cli(shapes_png, "--model", tiny_vit_path, "--saliency-model", tiny_vit_path,
                         "--out", tmp_path / "out", "--device", "cpu")  # fmt: skip
-    assert result.exit_code == 2 and "needs a CLIP ResNet" in result.stderr
+    needs = "the CLIPasso loss needs a CLIP ResNet (RN50, RN101, ...)"
+    assert result.exit_code == 2 and result.stderr == f"error: --model {tiny_vit_path}: {needs}\n"
     result = sketch_cli(shapes_png, "--model", sketch_rn_path, "--saliency-model", sketch_rn_path,
                         "--out", tmp_path / "out", "--device", "cpu")  # fmt: skip
-    assert result.exit_code == 2 and "needs a CLIP ViT" in result.stderr
-    result = sketch_cli(shapes_png, "--strokes", 0, "--device", "cpu")
-    assert result.exit_code == 2 and "--strokes must be at least 1" in result.stderr
-    result = sketch_cli(shapes_png, "--strokes", 224 * 224 + 1, "--device", "cpu")
-    assert result.exit_code == 2 and "--strokes must be at most 50176" in result.stderr
+    needs = "the saliency map needs a CLIP ViT (ViT-B/32, ...)"
+    assert result.exit_code == 2 and result.stderr == f"error: --saliency-model {sketch_rn_path}: {needs}\n"
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    ("arguments", "line"),
+    [
+        (["--strokes", 0], "--strokes must be at least 1"),
+        (["--strokes", 224 * 224 + 1], "--strokes must be at most 50176, one per pixel of the canvas"),
+        (["--iterations", -1], "--iterations must be at least 0"),
+        (["--seeds", 0], "--seeds must be at least 1"),
+        (["--augmentations", -1], "--augmentations must be at least 0"),
+        (["--width", 0], "--width must be positive"),
+        (["--lr", -1], "--lr must be positive"),
+        (["--patience", 0], "--patience must be at least 1"),
+        (["--size", 8], "--size must be at least 16"),
+    ],
+)
+def test_a_bad_argument_is_one_line_naming_its_flag(shapes_png, arguments, line):
+    result = sketch_cli(shapes_png, *arguments, "--device", "cpu")
+    assert result.exit_code == 2 and result.stderr == f"error: {line}\n"
+
+
+def test_python_callers_see_the_parameter_not_the_flag(shapes_png, tiny_vit_path, tmp_path):
+    with pytest.raises(ParameterError, match="^lr: must be positive$"):
+        sketch.SketchSettings(lr=0).check()
+    with pytest.raises(ParameterError, match="^model_name: .*needs a CLIP ResNet"):
+        sketch.run([shapes_png], out=tmp_path, model_name=str(tiny_vit_path), device="cpu")
+    with pytest.raises(ParameterError, match="^animate: webm: expected gif or mp4$"):
+        sketch.run([shapes_png], out=tmp_path, animate="webm")
+
+
+class RecordingProgress(Progress):
+    """A silent progress display that keeps every description its tasks were given."""
+
+    def __init__(self):
+        super().__init__(disable=True)
+        self.descriptions: list[str] = []
+
+    def update(self, task_id, **changes):
+        if changes.get("description") is not None:
+            self.descriptions.append(changes["description"])
+        super().update(task_id, **changes)
+
+
+def test_one_progress_bar_counts_images_and_shows_each_step_and_loss(
+    tmp_path, shapes_png, sketch_rn_path, tiny_vit_path, monkeypatch
+):
+    second = tmp_path / "second.png"
+    write_image(second, draw_shapes_image((64, 64), seed=4))
+    bars = []
+    monkeypatch.setattr(ui, "progress", lambda: bars.append(RecordingProgress()) or bars[-1])
+    settings = sketch.SketchSettings(strokes=3, iterations=2, seeds=1, augmentations=0, early_stop=False)
+    models = dict(model_name=str(sketch_rn_path), saliency_model_name=str(tiny_vit_path))
+    report = sketch.run([shapes_png, second], out=tmp_path / "out", settings=settings, device="cpu", **models)
+    [bar] = bars
+    [task] = bar.tasks
+    assert (task.description, task.completed, task.total) == ("sketch", 2, 2)
+    steps = [re.sub(r"loss \d\.\d{4}$", "loss L", text) for text in bar.descriptions]
+    assert steps == [
+        *(f"sketch shapes.png step {i}/2 loss L" for i in range(3)), "sketch",
+        *(f"sketch second.png step {i}/2 loss L" for i in range(3)), "sketch",
+    ]  # fmt: skip
+    assert report.command == "sketch" and report.counts() == {"ok": 2, "skipped": 0, "failed": 0}
+    assert report.summary["settings"] == asdict(settings) and report.summary["model"] == str(sketch_rn_path)
+
+
+def test_a_write_failing_for_one_image_fails_that_image_only(
+    tmp_path, shapes_png, sketch_rn_path, tiny_vit_path, monkeypatch
+):
+    second = tmp_path / "second.png"
+    write_image(second, draw_shapes_image((64, 64), seed=4))
+    out = tmp_path / "out"
+    real_write_svg = sketch_files.write_svg
+
+    def disk_full_for_shapes(path, *args):
+        if path.name == "shapes_sketch.svg":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real_write_svg(path, *args)
+
+    monkeypatch.setattr(sketch_files, "write_svg", disk_full_for_shapes)
+    result = sketch_cli(shapes_png, second, "--model", sketch_rn_path, "--saliency-model", tiny_vit_path,
+                        "--strokes", 3, "--iterations", 1, "--seeds", 1, "--augmentations", 0,
+                        "--out", out, "--device", "cpu", "--json")  # fmt: skip
+    assert result.exit_code == 4
+    assert [row["status"] for row in json_rows(result.stdout)] == ["failed", "ok"]
+    assert sorted(p.name for p in out.iterdir()) == ["second_sketch.json", "second_sketch.png", "second_sketch.svg"]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+    assert errors == [
+        f"error: {shapes_png}: No space left on device ({out / 'shapes_sketch.svg'})",
+        "error: 1 of 2 inputs failed",
+    ]

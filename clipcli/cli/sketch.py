@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli.batch import expand_inputs, raise_for_failures
+from clipcli.batch import expand_inputs
 from clipcli.cli_support import Common, command, show
 from clipcli.options import Animation, OutputFolder, Overwrite, TrustCheckpoint, model_option
+
+if TYPE_CHECKING:
+    from clipcli.runner import Report
 
 SKETCH_HELP = """CLIPasso object sketching (Vinker et al. 2022): an image as a few black Bézier strokes.
 
@@ -101,7 +104,7 @@ def sketch(
     )
     settings.check()
     paths = expand_inputs(images, IMAGE_EXTENSIONS, output_names(out))
-    results = sketch_pipeline.run(
+    report = sketch_pipeline.run(
         paths,
         out=out,
         settings=settings,
@@ -114,15 +117,15 @@ def sketch(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, results, lambda: [_sketch_table(results)])
-    raise_for_failures(results)
+    show(common, report, lambda: [_sketch_table(report)])
+    report.raise_for_failures()
 
 
-def _sketch_table(results: list[dict]) -> Table:
+def _sketch_table(report: Report) -> Table:
     table = Table(title="CLIPasso")
     for column in ("input", "status", "seed", "loss", "steps", "seconds", "sketch"):
         table.add_column(column)
-    for row in results:
+    for row in report.rows():
         if row["status"] == "ok":
             numbers = [f"{row['loss']:.4f}", str(row["iterations"]), f"{row['seconds']:.1f}"]
             table.add_row(escape(row["input"]), "ok", str(row["chosen_seed"]), *numbers, escape(row["svg"]))
@@ -134,4 +137,5 @@ def _sketch_table(results: list[dict]) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    command(app, "sketch", help=SKETCH_HELP)(sketch)
+    flags = {"model_name": "--model", "saliency_model_name": "--saliency-model"}
+    command(app, "sketch", help=SKETCH_HELP, flags=flags)(sketch)

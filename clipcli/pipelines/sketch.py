@@ -24,22 +24,30 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from clip.model import ModifiedResNet, VisionTransformer
 
 from clipcli import ui
-from clipcli.batch import failed_row, skipped_row
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.models import load_clip, resolve_device
-from clipcli.pipelines.sketch_files import SketchOutputs, output_names, prepare_target, write_outputs
+from clipcli.pipelines.sketch_files import (
+    SketchOutputs,
+    auto_mask,
+    output_names,
+    read_target,
+    whiten_background,
+    write_outputs,
+)
 from clipcli.pipelines.sketch_init import FALLBACK_NOTICES, saliency_map
 from clipcli.pipelines.sketch_objective import CANVAS, sketch_loss
-from clipcli.pipelines.sketch_optimize import SeedRun, optimize_strokes, sketch_target
+from clipcli.pipelines.sketch_optimize import SeedRun, SketchResult, optimize_strokes, sketch_target
+from clipcli.runner import Executor, Job, Report, run_job
 from clipcli.store.atomic import atomic_write
 
 __all__ = ["saliency_map", "sketch_loss", "optimize_strokes", "sketch_target", "run"]
@@ -68,92 +76,164 @@ class SketchSettings:
     def check(self) -> None:
         for name, low in (("strokes", 1), ("iterations", 0), ("seeds", 1), ("augmentations", 0)):
             if getattr(self, name) < low:
-                raise BadInputError(f"--{name} must be at least {low}")
+                raise ParameterError(name, f"must be at least {low}")
         if self.strokes > CANVAS * CANVAS:
-            raise BadInputError(f"--strokes must be at most {CANVAS * CANVAS}, one per pixel of the canvas")
-        if not self.width > 0 or not self.lr > 0:
-            raise BadInputError("--width and --lr must be positive")
+            raise ParameterError("strokes", f"must be at most {CANVAS * CANVAS}, one per pixel of the canvas")
+        for name in ("width", "lr"):
+            if not getattr(self, name) > 0:
+                raise ParameterError(name, "must be positive")
         if self.patience is not None and self.patience < 1:
-            raise BadInputError("--patience must be at least 1")
+            raise ParameterError("patience", "must be at least 1")
 
     @property
     def seed_list(self) -> list[int]:
         return [self.seed + SEED_STEP * i for i in range(self.seeds)]
 
 
-def sketch_file(
-    path: Path,
-    outputs: SketchOutputs,
-    loss_model,
-    saliency_model,
-    settings: SketchSettings,
-    *,
-    mask: str | Path = "none",
-    size: int = 448,
-    on_step: Callable[[int, list[SeedRun]], None] | None = None,
-) -> dict:
-    """Sketch one image file and write its outputs; returns the summary row."""
-    start = time.perf_counter()
-    target, foreground = prepare_target(path, mask, saliency_model)
-    result = sketch_target(
-        target,
-        loss_model,
-        saliency_model,
-        strokes=settings.strokes,
-        seeds=settings.seed_list,
-        iterations=settings.iterations,
-        lr=settings.lr,
-        width=settings.width,
-        augmentations=settings.augmentations,
-        patience=settings.patience,
-        on_step=on_step,
-        early_stop=settings.early_stop,
-        cuda_graphs=settings.cuda_graphs,
-    )
-    if result.init in FALLBACK_NOTICES:
-        ui.notice(f"{path}: {FALLBACK_NOTICES[result.init].format(strokes=settings.strokes)}")
-    write_outputs(result, outputs, settings.width, size, foreground)
-    chosen = result.runs[result.chosen]
-    seconds = round(time.perf_counter() - start, 3)
-    device = str(loss_model.visual.conv1.weight.device)
-    record = {
-        "input": str(path),
-        "svg": str(outputs.svg),
-        "png": str(outputs.png),
-        "animation": str(outputs.animation) if outputs.animation else None,
-        "mask": str(outputs.mask) if outputs.mask and foreground is not None else None,
-        "chosen_seed": chosen.seed,
-        "loss": chosen.best_loss,
-        "best_iteration": chosen.best_iteration,
-        "iterations": result.iterations,
-        "seconds": seconds,
-        "device": device,
-    }
-    details = {
-        **record,
-        "canvas": CANVAS,
-        "width": settings.width,
-        "init": result.init,
-        "strokes": np.round(result.points[result.chosen].double().numpy(), 4).tolist(),
-        "seeds": [
-            {k: v for k, v in asdict(run).items() if not k.startswith("_")}
-            | {"stopped_early": run.stopped_at is not None}
-            for run in result.runs
-        ],
-        "settings": asdict(settings),
-    }
-    with atomic_write(outputs.json, "w") as handle:
-        json.dump(details, handle, indent=1)
-    return {k: v for k, v in record.items() if k != "input"} | {"json": str(outputs.json)}
+@dataclass
+class SketchOutcome:
+    """One image's sketch before anything is written: the optimisation, the auto mask, the notices to show."""
+
+    result: SketchResult
+    foreground: np.ndarray | None
+    seconds: float
+    device: str
+    notices: list[str] = field(default_factory=list)
 
 
-def _load_models(model_name: str, saliency_name: str, device: torch.device, trust_checkpoint: bool = False):
+@dataclass
+class SketchJob(Job):
+    """CLIPasso sketches of images: targets read ahead, each optimised in turn, the files written by the driver."""
+
+    out: Path
+    settings: SketchSettings = SketchSettings()
+    model_name: str = "RN101"
+    saliency_model_name: str = "ViT-B/32"
+    mask: str = "none"
+    animate: str | None = None
+    size: int = 448
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    name = "sketch"
+    read_workers = 1
+
+    def setup(self) -> None:
+        self._loss_model, self._saliency_model = load_models(
+            self.model_name, self.saliency_model_name, resolve_device(self.device), self.trust_checkpoint
+        )
+
+    def outputs(self, path: Path) -> SketchOutputs:
+        return SketchOutputs.for_input(path, self.out, self.animate, self.mask == "auto")
+
+    def done(self, path: Path) -> bool:
+        return self.outputs(path).all_exist()
+
+    def read(self, path: Path) -> torch.Tensor:
+        return read_target(path, self.mask)
+
+    def compute(self, path: Path, value: torch.Tensor) -> SketchOutcome:
+        start = time.perf_counter()
+        target, foreground, notices = self.masked_target(path, value)
+        settings = self.settings
+        result = sketch_target(
+            target,
+            self._loss_model,
+            self._saliency_model,
+            strokes=settings.strokes,
+            seeds=settings.seed_list,
+            iterations=settings.iterations,
+            lr=settings.lr,
+            width=settings.width,
+            augmentations=settings.augmentations,
+            patience=settings.patience,
+            on_step=lambda iteration, runs: self.progress(step_line(path, iteration, settings.iterations, runs)),
+            early_stop=settings.early_stop,
+            cuda_graphs=settings.cuda_graphs,
+        )
+        if result.init in FALLBACK_NOTICES:
+            notices.append(f"{path}: {FALLBACK_NOTICES[result.init].format(strokes=settings.strokes)}")
+        device = str(self._loss_model.visual.conv1.weight.device)
+        return SketchOutcome(result, foreground, time.perf_counter() - start, device, notices)
+
+    def masked_target(self, path: Path, target: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None, list[str]]:
+        """The target with `--mask auto`'s background whitened, the mask, and the notice where none was found."""
+        if self.mask != "auto":
+            return target, None, []
+        foreground = auto_mask(target, self._saliency_model)
+        if foreground is None:
+            return target, None, [f"{path}: --mask auto found no object; sketching the whole image"]
+        return whiten_background(target, foreground), foreground, []
+
+    def write(self, path: Path, outcome: SketchOutcome) -> dict[str, Any]:
+        for notice in outcome.notices:
+            ui.notice(notice)
+        outputs = self.outputs(path)
+        write_outputs(outcome.result, outputs, self.settings.width, self.size, outcome.foreground)
+        record = self.record(path, outputs, outcome)
+        with atomic_write(outputs.json, "w") as handle:
+            json.dump(self.details(record, outcome.result), handle, indent=1)
+        return {key: value for key, value in record.items() if key != "input"} | {"json": str(outputs.json)}
+
+    def record(self, path: Path, outputs: SketchOutputs, outcome: SketchOutcome) -> dict[str, Any]:
+        """What was made of one image: its files, the chosen seed and its loss, the steps and the time."""
+        result = outcome.result
+        chosen = result.runs[result.chosen]
+        return {
+            "input": str(path),
+            "svg": str(outputs.svg),
+            "png": str(outputs.png),
+            "animation": str(outputs.animation) if outputs.animation else None,
+            "mask": str(outputs.mask) if outputs.mask and outcome.foreground is not None else None,
+            "chosen_seed": chosen.seed,
+            "loss": chosen.best_loss,
+            "best_iteration": chosen.best_iteration,
+            "iterations": result.iterations,
+            "seconds": round(outcome.seconds, 3),
+            "device": outcome.device,
+        }
+
+    def details(self, record: dict[str, Any], result: SketchResult) -> dict[str, Any]:
+        """NAME_sketch.json: the record, the chosen strokes, every seed's evaluations and the settings."""
+        return {
+            **record,
+            "canvas": CANVAS,
+            "width": self.settings.width,
+            "init": result.init,
+            "strokes": np.round(result.points[result.chosen].double().numpy(), 4).tolist(),
+            "seeds": [
+                {k: v for k, v in asdict(run).items() if not k.startswith("_")}
+                | {"stopped_early": run.stopped_at is not None}
+                for run in result.runs
+            ],
+            "settings": asdict(self.settings),
+        }
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "model": self.model_name,
+            "saliency_model": self.saliency_model_name,
+            "mask": self.mask,
+            "animate": self.animate,
+            "size": self.size,
+            "settings": asdict(self.settings),
+        }
+
+
+def step_line(path: Path, iteration: int, iterations: int, runs: list[SeedRun]) -> str:
+    """`cat.png step 120/2000 loss 0.4213`: how the image being sketched is going, for the progress bar."""
+    return f"{path.name} step {iteration}/{iterations} loss {min(run.best_loss for run in runs):.4f}"
+
+
+def load_models(model_name: str, saliency_name: str, device: torch.device, trust_checkpoint: bool = False):
+    """The loss ResNet and the saliency ViT, refused where they are of the wrong kind or size."""
     loss_model, _ = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
     if not isinstance(loss_model.visual, ModifiedResNet):
-        raise BadInputError(f"--model {model_name}: the CLIPasso loss needs a CLIP ResNet (RN50, RN101, ...)")
+        raise ParameterError("model_name", f"{model_name}: the CLIPasso loss needs a CLIP ResNet (RN50, RN101, ...)")
     saliency_model, _ = load_clip(saliency_name, device, trust_checkpoint=trust_checkpoint)
     if not isinstance(saliency_model.visual, VisionTransformer):
-        raise BadInputError(f"--saliency-model {saliency_name}: the saliency map needs a CLIP ViT (ViT-B/32, ...)")
+        raise ParameterError(
+            "saliency_model_name", f"{saliency_name}: the saliency map needs a CLIP ViT (ViT-B/32, ...)"
+        )
     for model in (loss_model, saliency_model):
         if model.visual.input_resolution != CANVAS:
             raise BadInputError(f"CLIPasso works at {CANVAS} px; this model takes {model.visual.input_resolution} px")
@@ -173,36 +253,26 @@ def run(
     overwrite: bool = False,
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> list[dict]:
-    """Sketch many images; one result row per input (skipped and failed ones included)."""
+    executor: Executor | None = None,
+) -> Report:
+    """Sketch many images; one result per input (skipped and failed ones included), the settings in the summary."""
     settings.check()
     if animate not in (None, "gif", "mp4"):
-        raise BadInputError(f"--animate {animate}: expected gif or mp4")
+        raise ParameterError("animate", f"{animate}: expected gif or mp4")
     if size < 16:
-        raise BadInputError("--size must be at least 16")
+        raise ParameterError("size", "must be at least 16")
     if mask not in ("none", "auto") and not Path(mask).exists():
         raise BadInputError("no such mask file or folder", mask)
     output_names(out).check(images)
-    loss_model, saliency_model = _load_models(model_name, saliency_model_name, resolve_device(device), trust_checkpoint)
-    results: list[dict] = []
-    with ui.progress() as bar:
-        for path in images:
-            outputs = SketchOutputs.for_input(path, out, animate, mask == "auto")
-            if not overwrite and outputs.all_exist():
-                results.append(skipped_row(path))
-                continue
-            task = bar.add_task(path.name, total=settings.iterations)
-
-            def on_step(iteration: int, runs: list[SeedRun], task=task, name=path.name) -> None:
-                best = min(run.best_loss for run in runs)
-                bar.update(task, completed=iteration, description=f"{name} loss {best:.4f}")
-
-            try:
-                row = sketch_file(
-                    path, outputs, loss_model, saliency_model, settings, mask=mask, size=size, on_step=on_step
-                )
-                results.append({"input": str(path), "status": "ok", **row})
-            except BadInputError as err:
-                results.append(failed_row(path, err))
-            bar.update(task, completed=settings.iterations)
-    return results
+    job = SketchJob(
+        out=out,
+        settings=settings,
+        model_name=model_name,
+        saliency_model_name=saliency_model_name,
+        mask=mask,
+        animate=animate,
+        size=size,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    return run_job(job, images, overwrite=overwrite, executor=executor)

@@ -11,7 +11,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipcli import ui
 from clipcli.batch import OutputNames
 from clipcli.errors import BadInputError
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
@@ -82,20 +81,27 @@ def _user_mask(mask: Path, image_path: Path, shape: tuple[int, int]) -> np.ndarr
     return pixels.max(axis=2) > 127
 
 
-def prepare_target(path: Path, mask: str | Path, saliency_model) -> tuple[torch.Tensor, np.ndarray | None]:
-    """The target `[1, 3, 224, 224]` for an image file, background whitened per `mask`; and the auto mask."""
+def read_target(path: Path, mask: str | Path = "none") -> torch.Tensor:
+    """The target `[1, 3, 224, 224]` for an image file, its background whitened by a mask file or folder.
+
+    No model runs here, so targets are read ahead while another image is optimised;
+    `--mask auto` needs the saliency model and is applied later (`auto_mask`).
+    """
     image = load_image(path)
     if mask not in ("none", "auto"):
         image = np.where(_user_mask(Path(mask), path, image.shape[:2])[..., None], image, np.uint8(255))
-    target = target_tensor(image)
-    if mask != "auto":
-        return target, None
+    return target_tensor(image)
+
+
+def auto_mask(target: torch.Tensor, saliency_model) -> np.ndarray | None:
+    """The object's `[224, 224]` mask by GrabCut seeded from the saliency map; None where none stands out."""
     pixels = np.ascontiguousarray((target[0].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-    foreground = grabcut_mask(pixels, saliency_map(target[0], saliency_model))
-    if foreground is None:
-        ui.notice(f"{path}: --mask auto found no object; sketching the whole image")
-        return target, None
-    return torch.where(torch.from_numpy(foreground), target, torch.ones(())), foreground
+    return grabcut_mask(pixels, saliency_map(target[0], saliency_model))
+
+
+def whiten_background(target: torch.Tensor, foreground: np.ndarray) -> torch.Tensor:
+    """The target with every pixel outside `foreground` white."""
+    return torch.where(torch.from_numpy(foreground), target, torch.ones(()))
 
 
 def render_png(points: torch.Tensor, width: float, size: int) -> np.ndarray:
