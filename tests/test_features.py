@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import errno
 import json
+import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from torchvision import transforms
 from typer.testing import CliRunner
 
 from clipcli.cli import app
+from clipcli.errors import ParameterError
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
 from clipcli.models.spatial import attention_pool, resize_grid_embedding
@@ -269,3 +272,85 @@ def test_a_write_failing_with_a_full_disk_fails_that_image_only(photos, tmp_path
         f"error: {photos / 'b.png'}: No space left on device ({out / 'b.npy'})",
         "error: 1 of 2 inputs failed",
     ]
+
+
+def test_a_pooled_save_failing_with_a_full_disk_fails_that_image_and_a_rerun_adds_it(
+    photos, tmp_path, tiny_vit_path, monkeypatch
+):
+    write = features._write_pooled
+    failures = []
+
+    def full_disk_once_for_b(out, matrix, names, model_name):
+        if names[-1].endswith("b.png") and not failures:
+            failures.append(names[-1])
+            raise OSError(errno.ENOSPC, "No space left on device", str(out / "pooled.npy"))
+        write(out, matrix, names, model_name)
+
+    monkeypatch.setattr(features, "_write_pooled", full_disk_once_for_b)
+    monkeypatch.setattr(features, "SAVE_SECONDS", 0.0)  # save after every image
+    monkeypatch.setattr(features, "SAVE_COST_RATIO", 0.0)
+    out = tmp_path / "pooled"
+    images = [photos / "a.jpg", photos / "b.png"]
+    first = invoke("features", *images, "--model", tiny_vit_path, "--layout", "pooled", "--out", out, "--json")
+    assert first.exit_code == 4, first.output
+    assert [(row["status"], row.get("row")) for row in json_rows(first.stdout)] == [("ok", 0), ("failed", None)]
+    assert first.stderr.splitlines()[0] == f"error: {images[1]}: No space left on device ({out / 'pooled.npy'})"
+    assert [Path(name).name for name in json.loads((out / "pooled.json").read_text())["images"]] == ["a.jpg"]
+    assert np.load(out / "pooled.npy").shape == (1, 32)
+
+    again = invoke("features", *images, "--model", tiny_vit_path, "--layout", "pooled", "--out", out, "--json")
+    assert again.exit_code == 0, again.output
+    assert [(row["status"], row["row"]) for row in json_rows(again.stdout)] == [("skipped", 0), ("ok", 1)]
+    assert np.load(out / "pooled.npy").shape == (2, 32)
+
+
+def test_an_image_named_twice_gets_one_pooled_row(photos, tmp_path, tiny_vit_path, monkeypatch):
+    monkeypatch.chdir(photos)
+    out = tmp_path / "pooled"
+    report = features.run([Path("a.jpg"), photos / "a.jpg"], out=out, layout="pooled",
+                          model_name=str(tiny_vit_path), device="cpu")  # fmt: skip
+    assert [(result.input, result.status, result.data) for result in report.results] == [
+        ("a.jpg", "ok", {"row": 0})
+    ] * 2
+    assert np.load(out / "pooled.npy").shape == (1, 32) and report.summary["rows"] == 1
+
+
+def test_extract_with_a_loaded_model_writes_what_run_writes_in_any_batch_size(photos, tmp_path, tiny_rn_path):
+    images = [photos / "a.jpg", photos / "b.png"]
+    by_run = features.run(images, out=tmp_path / "run", layout="caption", model_name=str(tiny_rn_path),
+                          batch_size=2, device="cpu")  # fmt: skip
+    model, preprocess = load_clip(tiny_rn_path, device="cpu")
+    by_extract = features.extract(model, preprocess, images, out=tmp_path / "extract", model_name="tiny",
+                                  layout="caption", batch_size=1, workers=1)  # fmt: skip
+    assert by_extract.summary == {"layout": "caption", "model": "tiny", "dtype": "float32"}
+    assert by_run.summary["model"] == str(tiny_rn_path)
+    assert [r.data["shapes"] for r in by_extract.results] == [{"att": [14, 14, 512], "fc": [256]}] * 2
+    for name in ("att/a.npz", "att/b.npz"):
+        with np.load(tmp_path / "run" / name) as ran, np.load(tmp_path / "extract" / name) as extracted:
+            np.testing.assert_allclose(ran["feat"], extracted["feat"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "run/fc/b.npy"), np.load(tmp_path / "extract/fc/b.npy"), atol=1e-5)
+
+
+def test_a_features_job_pickles_without_its_model_or_rows(tmp_path, tiny_vit_path):
+    job = features.features_job("pooled", out=tmp_path, model_name=str(tiny_vit_path), model_key="tiny",
+                                dtype="float32", device="cpu", workers=2)  # fmt: skip
+    job.resume(overwrite=False)
+    job.setup()
+    copy_of_job = pickle.loads(pickle.dumps(job))
+    assert copy_of_job == job and copy_of_job.read_workers == 2
+    assert not any(name.startswith("_") for name in vars(copy_of_job))
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"layout": "fpn"}, "layout: must be one of vqa, caption, pooled, not 'fpn'"),
+        ({"dtype": "bfloat16"}, "dtype: must be float16 or float32, not 'bfloat16'"),
+        ({"batch_size": 0}, "batch_size: must be at least 1"),
+    ],
+)
+def test_bad_options_name_the_python_parameter_before_the_model_loads(options, message, photos, tmp_path):
+    with pytest.raises(ParameterError) as caught:
+        features.run([photos / "a.jpg"], out=tmp_path / "x", model_name="no-such-model", **options)
+    assert str(caught.value) == message
+    assert caught.value.for_flag().startswith("--" + caught.value.parameter.replace("_", "-") + " must be")
