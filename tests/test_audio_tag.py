@@ -20,6 +20,7 @@ import torch
 from clip.model import CLIP
 from conftest import TINY_RESNET, build_tiny_clip
 from makers.audio import write_noise, write_tone
+from makers.report import json_rows
 from typer.testing import CliRunner
 
 from clipcli.cli import app
@@ -406,7 +407,7 @@ def test_pipeline_scores_equal_the_protocol_computed_by_hand(model, audioclip_fi
     report = audio_pipeline.run(
         [path], labels=",".join(labels), checkpoint=str(audioclip_file), top_k=3, window=1.0, device="cpu"
     )
-    (row,) = report["results"]
+    (row,) = report.rows()
     assert row["status"] == "ok" and row["duration_s"] == pytest.approx(1.6, abs=1e-3) and row["silent"] is False
     windows, starts = audio_pipeline.split_windows(audio_pipeline.load_waveform(path), SR)
     assert [w["start_s"] for w in row["windows"]] == [round(s / SR, 4) for s in starts] == [0.0, 0.6]
@@ -442,7 +443,8 @@ def test_cli_json_tags_many_files_and_reports_bad_ones(audioclip_file, tmp_path)
     assert result.exit_code == 4, result.output
     report = json.loads(result.stdout)
     assert report["labels"] == "us8k" and report["num_labels"] == 10 and report["multilabel"] is True
-    rows = report["results"]
+    assert report["command"] == "audio-tag" and report["counts"] == {"ok": 3, "skipped": 0, "failed": 1}
+    rows = json_rows(result.stdout)
     assert [row["input"] for row in rows] == [str(tone), str(empty), str(short), str(silent)]
     assert [row["status"] for row in rows] == ["ok", "failed", "ok", "ok"]
     assert "contains no audio samples" in rows[1]["error"] and f"error: {empty}" in result.stderr
@@ -477,6 +479,52 @@ def test_cli_single_bad_file_and_bad_options_exit_2(audioclip_file, tmp_path):
         assert lines[-1].startswith("error: ") and message in lines[-1], (args, result.stderr)
 
 
+def test_bad_arguments_name_the_flag_on_the_command_line_and_the_parameter_in_python(audioclip_file, tmp_path):
+    good = tmp_path / "good.wav"
+    write_tone(good, 300.0, 0.5, SR)
+    ckpt = ["--checkpoint", str(audioclip_file), "--device", "cpu"]
+    for args, line in (
+        (["--window", "0"], "--window 0.0: must be at least 0.1 s"),
+        (["--labels", "dog"], "--labels needs at least two labels for a softmax (or use --multilabel)"),
+        (["--template", "a sound"], "--template 'a sound': needs exactly one {} for the label"),
+        (["--images", str(good)], f"--images needs a folder of images, not {good}"),
+        (["--labels", "dog," + "bark " * 80], "--labels has a prompt too long for CLIP's 77-token context: 'bark"),
+    ):
+        result = run_cli(str(good), *args, *ckpt)
+        assert result.exit_code == 2, (args, result.output)
+        assert result.stderr.startswith(f"error: {line}") and result.stderr.count("\n") == 1, result.stderr
+    with pytest.raises(BadInputError, match="^window: 0.05: must be at least 0.1 s$"):
+        audio_pipeline.run([good], window=0.05, checkpoint=str(audioclip_file), device="cpu")
+    with pytest.raises(BadInputError, match="^top_k: 0: must be at least 1$"):
+        audio_pipeline.run([good], top_k=0, checkpoint=str(audioclip_file), device="cpu")
+
+
+def test_a_caption_too_long_for_clip_names_the_texts_file(audioclip_file, tmp_path):
+    good, captions = tmp_path / "good.wav", tmp_path / "captions.txt"
+    write_tone(good, 300.0, 0.5, SR)
+    captions.write_text("a dog barking\n" + "rain " * 80 + "\n", encoding="utf-8")
+    result = run_cli(str(good), "--texts", str(captions), "--checkpoint", str(audioclip_file), "--device", "cpu")
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith(f"error: {captions}: prompt too long for CLIP's 77-token context: 'rain rain")
+
+
+def test_the_job_pickles_without_its_model_for_other_workers(audioclip_file, tmp_path):
+    import pickle
+
+    sound = tmp_path / "sound.wav"
+    write_noise(sound, 0.4, SR, amplitude=0.2)
+    targets = audio_pipeline.Targets(["bell", "rain"], torch.eye(2, 1024), False, 2, [], None, [], None)
+    job = audio_pipeline.AudioTagJob(Path(audioclip_file), targets, SR // 2, device="cpu")
+    job.setup()
+    copy = pickle.loads(pickle.dumps(job))
+    assert not hasattr(copy, "_model") and copy.window_samples == SR // 2
+    torch.testing.assert_close(copy.targets.label_features, targets.label_features)
+    copy.setup()
+    [outcome] = copy.compute_batch([(sound, copy.read(sound))])
+    assert outcome == job.compute_batch([(sound, job.read(sound))])[0]
+    assert {entry["label"] for entry in outcome["tags"]} == {"bell", "rain"} and len(outcome["windows"]) == 1
+
+
 def test_cli_headerless_raw_audio_fails_alone_with_one_line(audioclip_file, tmp_path):
     raw, good = tmp_path / "speech.raw", tmp_path / "good.wav"
     raw.write_bytes(np.zeros(4410, "<i2").tobytes())
@@ -488,7 +536,7 @@ def test_cli_headerless_raw_audio_fails_alone_with_one_line(audioclip_file, tmp_
     assert alone.stderr.strip().splitlines()[-1] == f"error: {raw}: {advice}"
     batch = run_cli(str(raw), str(good), "--json", *ckpt)
     assert batch.exit_code == 4, batch.output
-    assert [row["status"] for row in json.loads(batch.stdout)["results"]] == ["failed", "ok"]
+    assert [row["status"] for row in json_rows(batch.stdout)] == ["failed", "ok"]
 
 
 def test_cli_ranks_images_and_texts_with_cached_image_embeddings(audioclip_file, tmp_path, isolated_home, monkeypatch):
@@ -509,7 +557,7 @@ def test_cli_ranks_images_and_texts_with_cached_image_embeddings(audioclip_file,
     assert result.exit_code == 4, result.output  # the broken image is reported
     report = json.loads(result.stdout)
     assert report["image_failures"][0]["input"] == str(folder / "broken.jpg")
-    (row,) = report["results"]
+    (row,) = json_rows(result.stdout)
     assert [entry["score"] for entry in row["images"]] == sorted((e["score"] for e in row["images"]), reverse=True)
     assert len(row["images"]) == 2 and len(row["texts"]) == 2
     scale_ai = 54.0
@@ -530,7 +578,7 @@ def test_cli_ranks_images_and_texts_with_cached_image_embeddings(audioclip_file,
     monkeypatch.setattr(AudioCLIP, "encode_image", no_images)
     again = run_cli(*args, "--images", str(folder))
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["results"][0]["images"] == row["images"]
+    assert json_rows(again.stdout)[0]["images"] == row["images"]
 
 
 def test_cli_table_output(audioclip_file, tmp_path, monkeypatch):
@@ -553,6 +601,6 @@ def test_real_weights_tag_the_demo_wavs_with_their_esc50_labels():
     wavs = sorted((repo / "demo" / "audio").glob("*.wav"))
     report = audio_pipeline.run(wavs, checkpoint=str(repo / "assets" / "AudioCLIP-Full-Training.pt"), device="auto")
     esc50 = audio_pipeline.builtin_labels("esc50")
-    for wav, row in zip(wavs, report["results"], strict=True):
+    for wav, row in zip(wavs, report.rows(), strict=True):
         expected = esc50[int(wav.stem.rsplit("-", 1)[1])]
         assert expected in [entry["label"] for entry in row["tags"]], (wav.name, row["tags"])

@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli.batch import expand_inputs, raise_for_failures
+from clipcli.batch import expand_inputs
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
 from clipcli.options import TopK, TrustCheckpoint, batch_size_option, labels_option
+
+if TYPE_CHECKING:
+    from clipcli.runner import Report
 
 AUDIO_TAG_HELP = """AudioCLIP zero-shot audio tagging and audio-to-image/text search (Guzhov et al. 2021).
 
@@ -39,6 +42,7 @@ embeddings live in vanilla CLIP RN50's space.
 
 
 def tag_tables(report: dict) -> list[Table]:
+    """The tables of a `--json` report: the tags of each audio, then the images and captions ranked for it."""
     tables = []
     tags = Table(title=f"AudioCLIP tags ({report['labels']}, {'multi-label' if report['multilabel'] else 'softmax'})")
     for column in ("input", "rank", "label", "score"):
@@ -108,8 +112,16 @@ def audio_tag(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, report, lambda: tag_tables(report))
-    raise_for_failures(report["results"] + report["image_failures"])
+    show(common, report, lambda: tag_tables(report.as_json()))
+    _raise_for_failures(report)
+
+
+def _raise_for_failures(report: Report) -> None:
+    """Exit as for one batch of the audio files and the --images folder's images, where an unreadable image fails."""
+    from clipcli.runner import Report, Result
+
+    images = [Result(row["input"], "failed", error=row["error"]) for row in report.summary["image_failures"]]
+    Report(report.command, report.results + images).raise_for_failures()
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,6 @@ windows' normalised embeddings; each window is also scored on its own (the timel
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,9 +24,9 @@ from clip.clip import _transform
 from PIL import Image
 
 from clipcli import ui
-from clipcli.batch import expand_inputs, failed_row
+from clipcli.batch import expand_inputs
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
-from clipcli.errors import BadInputError, first_line
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.media.audio import load_audio
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
 from clipcli.media.labels import Labels, packaged_lines, read_labels, read_lines
@@ -35,7 +34,7 @@ from clipcli.models.audio_tower import SAMPLE_RATE
 from clipcli.models.audioclip import AudioCLIP, load_audioclip
 from clipcli.models.prompts import text_classifier
 from clipcli.models.weights import file_sha256, resolve_weights
-from clipcli.prefetch import read_ahead
+from clipcli.runner import Executor, Job, Report, Result, run_job
 from clipcli.store.cache import cache_folder, read_cache, write_cache
 
 __all__ = ["AudioCLIP", "load_audioclip", "run", "zero_shot_scores", "split_windows", "pad_to_window"]
@@ -64,16 +63,31 @@ def parse_labels(spec: str) -> Labels:
 
 def check_template(template: str) -> str:
     if template.count("{}") != 1:
-        raise BadInputError(f"--template {template!r}: needs exactly one {{}} for the label")
+        raise ParameterError("template", f"{template!r}: needs exactly one {{}} for the label")
     return template
 
 
 def encode_texts(model: AudioCLIP, texts: Sequence[str], source: str) -> torch.Tensor:
-    """Normalised text embeddings `[N, D]` (fp32, on the CPU with the audio features), cached per model and texts."""
+    """Normalised text embeddings `[N, D]` (fp32, on the CPU with the audio features), cached per model and texts.
+
+    A text too long for CLIP is a bad input of `source`, the file that holds it.
+    """
     try:
-        return text_classifier(model.clip, [[text] for text in texts]).T.float().cpu()
-    except RuntimeError as err:  # clip.tokenize refuses texts over 77 tokens
-        raise BadInputError(f"{source}: {first_line(err)}") from None
+        return _text_features(model, texts)
+    except BadInputError as err:
+        raise BadInputError(str(err), source) from None
+
+
+def label_features(model: AudioCLIP, labels: Sequence[str], template: str) -> torch.Tensor:
+    """The labels' embeddings through `template`, as `encode_texts`; a label too long for CLIP is a bad `labels`."""
+    try:
+        return _text_features(model, [template.format(label) for label in labels])
+    except BadInputError as err:
+        raise ParameterError("labels", f"has a {err}") from None
+
+
+def _text_features(model: AudioCLIP, texts: Sequence[str]) -> torch.Tensor:
+    return text_classifier(model.clip, [[text] for text in texts]).T.float().cpu()
 
 
 # ---------------------------------------------------------------- audio
@@ -87,7 +101,7 @@ def load_waveform(path: Path, raw_scale: bool = False) -> np.ndarray:
 
 def window_length(seconds: float) -> int:
     if not seconds >= MIN_WINDOW_SECONDS:
-        raise BadInputError(f"--window {seconds}: must be at least {MIN_WINDOW_SECONDS} s")
+        raise ParameterError("window", f"{seconds}: must be at least {MIN_WINDOW_SECONDS} s")
     return round(seconds * SAMPLE_RATE)
 
 
@@ -215,11 +229,11 @@ def _read_image_entries(file: Path) -> dict[str, tuple[int, int, np.ndarray]]:
 @torch.inference_mode()
 def image_features(
     model: AudioCLIP, paths: Sequence[Path], cache: ImageFeatureCache, batch_size: int = 32
-) -> tuple[list[Path], torch.Tensor, list[dict]]:
+) -> tuple[list[Path], torch.Tensor, list[Result]]:
     """Embeddings of the readable images (cached on disk), and a failure record per unreadable one."""
     preprocess = _transform(model.visual.input_resolution)
     rows: dict[Path, np.ndarray] = {}
-    failed: list[dict] = []
+    failed: list[Result] = []
     todo: list[tuple[Path, torch.Tensor]] = []
     for path in paths:
         cached = cache.get(path)
@@ -229,7 +243,7 @@ def image_features(
         try:
             todo.append((path, preprocess(Image.fromarray(load_image(path)))))
         except BadInputError as err:
-            failed.append(failed_row(path, err))
+            failed.append(Result.failed(path, err))
     for start in range(0, len(todo), batch_size):
         chunk = todo[start : start + batch_size]
         embedded = model.encode_image(torch.stack([pixels for _, pixels in chunk])).float().cpu().numpy()
@@ -249,8 +263,6 @@ def image_features(
 class DecodedClip:
     """One input, decoded: its (centre-padded) waveform and where its windows start."""
 
-    index: int
-    path: Path
     wave: np.ndarray
     starts: list[int]
     length: int
@@ -261,11 +273,12 @@ class DecodedClip:
         return [self.wave[start : start + self.length] for start in self.starts]
 
 
-def _decode(index: int, path: Path, length: int, raw_scale: bool) -> DecodedClip:
+def decode_clip(path: Path, length: int, raw_scale: bool = False) -> DecodedClip:
+    """The file as the model reads it: padded to one window at least, with the starts of its windows."""
     wave = load_waveform(path, raw_scale)
     padded = pad_to_window(wave, length)
     starts = window_starts(padded.shape[-1], length)
-    return DecodedClip(index, path, padded, starts, length, wave.shape[-1], not bool(np.any(wave)))
+    return DecodedClip(padded, starts, length, wave.shape[-1], not bool(np.any(wave)))
 
 
 @torch.inference_mode()
@@ -324,6 +337,45 @@ def describe_clip(model: AudioCLIP, clip: DecodedClip, features: torch.Tensor, t
     return result
 
 
+@dataclass
+class AudioTagJob(Job):
+    """Tags, and ranked images and captions, for audio files; nothing is written.
+
+    The targets come embedded (the driver embeds them once), so a worker only
+    embeds audio: up to `batch_size` decoded files at a time, their windows
+    through the model `batch_size` at a time.
+    """
+
+    model_path: Path
+    targets: Targets
+    window_samples: int
+    raw_scale: bool = False
+    batch_size: int = 16
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    name = "audio-tag"
+    read_workers = 2
+
+    def setup(self) -> None:
+        self._model = load_audioclip(self.model_path, self.device, trust_checkpoint=self.trust_checkpoint)
+
+    def read(self, path: Path) -> DecodedClip:
+        return decode_clip(path, self.window_samples, self.raw_scale)
+
+    def compute_batch(self, items: Sequence[tuple[Path, DecodedClip]]) -> list[dict]:
+        clips = [clip for _, clip in items]
+        features = embed_clips(self._model, clips, self.batch_size) if clips else []
+        return [
+            describe_clip(self._model, clip, clip_features, self.targets)
+            for clip, clip_features in zip(clips, features, strict=True)
+        ]
+
+    def write(self, path: Path, outcome: dict) -> dict:
+        if outcome["silent"]:
+            ui.notice(f"{path}: silent (all samples are zero); its tags mean nothing")
+        return outcome
+
+
 def run(
     inputs: Sequence[Path],
     *,
@@ -339,24 +391,27 @@ def run(
     batch_size: int = 16,
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> dict:
-    """Tag many audio files; one result per input (failures included) plus the settings used."""
+    executor: Executor | None = None,
+) -> Report:
+    """Tag many audio files; one result per input (failures included), the settings in the summary.
+
+    The summary's `image_failures` are the rows of the `images` folder's unreadable images.
+    """
     label_set, label_list = parse_labels(labels)
     check_template(template)
     length = window_length(window)
     if top_k < 1:
-        raise BadInputError(f"--top-k {top_k}: must be at least 1")
+        raise ParameterError("top_k", f"{top_k}: must be at least 1")
     if batch_size < 1:
-        raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
+        raise ParameterError("batch_size", f"{batch_size}: must be at least 1")
     if not multilabel and len(label_list) < 2:
-        raise BadInputError("--labels: a softmax needs at least two labels (or use --multilabel)")
+        raise ParameterError("labels", "needs at least two labels for a softmax (or use --multilabel)")
     image_paths = _image_folder(images) if images is not None else []
     caption_list = read_lines(texts, "texts") if texts is not None else []
 
     model_path = resolve_weights(checkpoint).resolve()
     model = load_audioclip(model_path, device, trust_checkpoint=trust_checkpoint)
-    results: list[dict | None] = [None] * len(inputs)
-    image_failures: list[dict] = []
+    image_failures: list[Result] = []
     kept_images: list[Path] = []
     features_of_images = None
     if image_paths:
@@ -366,7 +421,7 @@ def run(
             raise BadInputError("no readable images", images)
     targets = Targets(
         labels=label_list,
-        label_features=encode_texts(model, [template.format(label) for label in label_list], "--labels"),
+        label_features=label_features(model, label_list, template),
         multilabel=multilabel,
         top_k=top_k,
         images=kept_images,
@@ -374,34 +429,17 @@ def run(
         texts=caption_list,
         text_features=encode_texts(model, caption_list, str(texts)) if caption_list else None,
     )
-
-    decode = functools.partial(_decode, length=length, raw_scale=raw_scale)
-    decoded_clips = read_ahead(enumerate(inputs), lambda item: decode(*item), workers=2, ahead=8)
-    with ui.progress() as bar, contextlib.closing(decoded_clips):
-        task = bar.add_task("audio-tag", total=len(inputs))
-        pending: list[DecodedClip] = []
-
-        def flush() -> None:
-            for clip, features in zip(pending, embed_clips(model, pending, batch_size), strict=True):
-                record = describe_clip(model, clip, features, targets)
-                results[clip.index] = {"input": str(clip.path), "status": "ok", **record}
-                if clip.silent:
-                    ui.notice(f"{clip.path}: silent (all samples are zero); its tags mean nothing")
-                bar.advance(task)
-            pending.clear()
-
-        for (index, path), decoded in decoded_clips:
-            if not isinstance(decoded, DecodedClip):
-                results[index] = failed_row(path, decoded)
-                bar.advance(task)
-                continue
-            pending.append(decoded)
-            if sum(len(clip.starts) for clip in pending) >= batch_size:
-                flush()
-        if pending:
-            flush()
-
-    return {
+    job = AudioTagJob(
+        model_path,
+        targets,
+        length,
+        raw_scale=raw_scale,
+        batch_size=batch_size,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+    )
+    report = run_job(job, inputs, executor=executor)
+    report.summary = {
         "checkpoint": checkpoint,
         "labels": label_set,
         "num_labels": len(label_list),
@@ -409,14 +447,14 @@ def run(
         "multilabel": multilabel,
         "window_s": window,
         "raw_scale": raw_scale,
-        "results": results,
-        "image_failures": image_failures,
+        "image_failures": [failure.row() for failure in image_failures],
     }
+    return report
 
 
 def _image_folder(folder: Path) -> list[Path]:
     if not folder.is_dir():
-        raise BadInputError("--images needs a folder of images", folder)
+        raise ParameterError("images", f"needs a folder of images, not {folder}")
     try:
         return expand_inputs([folder], IMAGE_EXTENSIONS)
     except BadInputError:
