@@ -222,3 +222,15 @@ def test_videos_share_forward_passes(videos, tiny_vit_path, tmp_path, monkeypatc
     result = run(listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS), "--frames", 4, "--json")
     assert result.exit_code == 0, result.output
     assert passes == [6]
+
+
+def test_a_frame_folder_short_of_its_listed_frames_is_skipped_naming_the_frame(tmp_path, tiny_vit_path):
+    write_frame_folder(tmp_path / "whole", coloured_frames(COLOURS[0], 8))
+    write_frame_folder(tmp_path / "short", coloured_frames(COLOURS[1], 8))
+    listing = tmp_path / "val.txt"
+    listing.write_text("whole 8 0\nshort 30 1\n")
+    result = run(listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS), "--frames", 4, "--json")
+    assert result.exit_code == 4
+    rows = json.loads(result.stdout)["results"]
+    assert [row["status"] for row in rows] == ["ok", "failed"]
+    assert rows[1]["error"] == f"{tmp_path / 'short'}: missing frame img_00011.jpg (the list says 30 frames)"

@@ -138,12 +138,12 @@ def _class_index(labels: Sequence[str]) -> dict[str, int]:
 
 def read_clip(entry: Entry, num_frames: int) -> np.ndarray:
     """`[T,H,W,3]` uint8 frames of the entry at the official test positions (segment centres)."""
-    if entry.source.is_dir():
-        return read_frame_folder(entry.source, num_frames, entry.frame_count)
     try:
+        if entry.source.is_dir():
+            return read_frame_folder(entry.source, num_frames, entry.frame_count)
         return sample_video(entry.source, num_frames, action.SAMPLING).frames
     except OSError as err:
-        raise BadInputError(f"cannot read the video ({err.strerror or err})", entry.source) from None
+        raise BadInputError(f"cannot read it ({err.strerror or err})", entry.source) from None
 
 
 def read_frame_folder(folder: Path, num_frames: int, frame_count: int | None) -> np.ndarray:
