@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import pickle
 import types
 from dataclasses import replace
 from importlib import resources
@@ -22,6 +23,7 @@ from typer.testing import CliRunner
 
 from clipcli.cli import app
 from clipcli.errors import BadInputError
+from clipcli.media import h5clouds
 from clipcli.media.h5clouds import read_h5_clouds
 from clipcli.media.points import load_points
 from clipcli.models import load_clip
@@ -34,6 +36,7 @@ from clipcli.pipelines.point_prep import (
     prepare_clouds,
 )
 from clipcli.render.projection import project_v1, project_v2
+from tests.makers.report import json_rows
 
 runner = CliRunner()
 MN40_VIT_B16_WEIGHTS = [0.75, 0.75, 0.75, 0.25, 0.75, 1.0, 0.25, 1.0, 0.75, 0.25]  # spec 2.2
@@ -53,8 +56,9 @@ def write_h5(path, shapes, labels=None):
 
 
 def invoke(*args):
+    """The command's result and, with --json, its per-input rows."""
     result = runner.invoke(app, [str(a) for a in args])
-    return result, (json.loads(result.stdout) if result.exit_code in (0, 4) and "--json" in args else None)
+    return result, (json_rows(result.stdout) if result.exit_code in (0, 4) and "--json" in args else None)
 
 
 # ---------------------------------------------------------------- the logit formula (spec 1.2 / 2.1)
@@ -216,7 +220,7 @@ def test_prompt_modes():
     assert point.class_prompts(labels, "v2", "a {} in 3D") == [["a flower pot in 3D"], ["a chair in 3D"]]
     scan = point.load_label_set("scanobjectnn")
     assert point.class_prompts(scan, "v2", "paper:vit_b16")[1] == ["This is a monochrome depth map of a bin."]
-    with pytest.raises(BadInputError, match="only for --labels modelnet40 and scanobjectnn"):
+    with pytest.raises(BadInputError, match="^prompts: paper: .* only for the modelnet40 and scanobjectnn labels$"):
         point.class_prompts(labels, "v2", "paper:vit_b16")
     with pytest.raises(BadInputError, match="use template, paper"):
         point.class_prompts(labels, "v2", "fancy")
@@ -260,15 +264,35 @@ def test_accuracy_report_by_hand():
 def test_h5_reader_round_trip(tmp_path):
     shapes = np.stack([sphere_points(50, s) for s in range(3)])
     path = write_h5(tmp_path / "set.h5", shapes, [4, 0, 39])
-    data, labels = read_h5_clouds(path)
+    data, labels = h5clouds.read_h5_clouds(path)
     assert np.array_equal(data, shapes) and labels.tolist() == [4, 0, 39]
-    data, labels = read_h5_clouds(path, 2)
-    assert np.array_equal(data[0], shapes[2]) and labels.tolist() == [39]
-    with pytest.raises(BadInputError, match="out of range"):
-        read_h5_clouds(path, 3)
+    count, labels = h5clouds.h5_labels(path)
+    assert count == 3 and labels.tolist() == [4, 0, 39]
     (tmp_path / "fake.h5").write_bytes(b"not hdf5")
-    with pytest.raises(BadInputError, match="not a readable HDF5"):
-        read_h5_clouds(tmp_path / "fake.h5")
+    for read in (h5clouds.read_h5_clouds, h5clouds.h5_labels):
+        with pytest.raises(BadInputError, match="not a readable HDF5"):
+            read(tmp_path / "fake.h5")
+
+
+def test_h5_shapes_reads_each_set_once_and_pickles_empty(tmp_path, monkeypatch):
+    first = write_h5(tmp_path / "first.h5", np.stack([sphere_points(50, s) for s in range(3)]))
+    second = write_h5(tmp_path / "second.h5", np.stack([cube_points(60, s) for s in range(2)]))
+    reads = []
+    monkeypatch.setattr(h5clouds, "read_h5_clouds", lambda path: reads.append(path) or read_h5_clouds(path))
+    sets = h5clouds.H5Shapes()
+    got = [sets.shape(path, index) for path, index in ((first, 0), (first, 2), (second, 1), (second, 0))]
+    assert reads == [first, second]
+    assert np.array_equal(got[1], sphere_points(50, 2)) and np.array_equal(got[2], cube_points(60, 1))
+    with pytest.raises(BadInputError, match=r"second.h5: has no shape 2: the file holds 2 shapes \(0-1\)$"):
+        sets.shape(second, 2)
+    copy = pickle.loads(pickle.dumps(sets))
+    assert copy._path is None and np.array_equal(copy.shape(first, 1), sphere_points(50, 1))
+
+
+def test_an_h5_index_beyond_the_set_fails_that_file_with_its_size(tmp_path, tiny_vit_path):
+    path = write_h5(tmp_path / "set.h5", [sphere_points(50, s) for s in range(3)])
+    result, _ = invoke("point-classify", path, "--h5-index", "3", "--model", tiny_vit_path, "--device", "cpu")
+    assert result.exit_code == 2 and result.stderr == f"error: {path}: has no shape 3: the file holds 3 shapes (0-2)\n"
 
 
 def test_classify_every_format_with_views(tmp_path, tiny_vit_path):
@@ -379,7 +403,7 @@ def test_usage_errors_exit_2_before_loading_a_model(tmp_path):
     cloud = write_npy(tmp_path / "c.npy", sphere_points(50, 0))
     for args, message in (
         (("--projection", "v3"), "'v3' is not one of"),
-        (("--view-weights", "paper", "--labels", "a,b"), "only for --labels"),
+        (("--view-weights", "paper", "--labels", "a,b"), "--view-weights paper: PointCLIP V2 searched them only for"),
         (("--projection", "v1", "--view-weights", "paper"), "ships no searched view weights"),
         (("--view-weights", "1,2"), "give 10 weights"),
         (("--subsample", "grid"), "'grid' is not one of"),
@@ -394,8 +418,9 @@ def test_point_eval_scores_the_predictions_point_classify_makes(tmp_path, tiny_v
     shapes = [sphere_points(1100, 0), cube_points(1100, 1), cylinder_points(1100, 2), cube_points(1100, 3) * 0.5]
     path = write_h5(tmp_path / "ply_data_test0.h5", shapes, [0, 7, 8, 3])
     model = ("--model", tiny_vit_path, "--device", "cpu", "--json")
-    result, report = invoke("point-eval", path, "--labels", "modelnet40", *model)
+    result, _ = invoke("point-eval", path, "--labels", "modelnet40", *model)
     assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
     _, rows = invoke("point-classify", path, "--subsample", "first", "--no-normalize", *model)
     hits = [row["predictions"][0]["label"] == row["label"] for row in rows]
     assert report["shapes"] == 4 and report["top1"] == pytest.approx(100 * np.mean(hits))
@@ -409,7 +434,7 @@ def test_point_eval_refuses_unscorable_sets(tmp_path, tiny_vit_path):
     assert result.exit_code == 2 and "no 'label' array" in result.stderr
     wide = write_h5(tmp_path / "wide.h5", [sphere_points(100, 0)], [20])
     result, _ = invoke("point-eval", wide, "--labels", "scanobjectnn", *model)
-    assert result.exit_code == 2 and "outside the 15 --labels" in result.stderr
+    assert result.exit_code == 2 and f"error: {wide}[0]: label 20 is outside the 15 labels\n" == result.stderr
     result, _ = invoke("point-eval", write_npy(tmp_path / "c.npy", sphere_points(50, 0)), *model)
     assert result.exit_code == 2
 

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli.batch import expand_inputs, raise_for_failures
+from clipcli.batch import expand_inputs
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import FPS_POOL_MULTIPLE
 from clipcli.options import (
@@ -25,6 +25,7 @@ from clipcli.options import (
 
 if TYPE_CHECKING:
     from clipcli.pipelines.point_prep import CloudOptions
+    from clipcli.runner import Report
 
 POINT_HELP = """PointCLIP V2 (default) and PointCLIP zero-shot point-cloud classification.
 
@@ -57,6 +58,7 @@ _FPS_HELP = (
 )
 
 
+FLAGS = {"sampling": "--subsample", "weights": "--view-weights"}  # pipeline parameters these commands name otherwise
 PROJECTION_HELP = "v2 (PointCLIP V2's realistic projection) or v1 (PointCLIP's depth maps)."
 POINT_MODEL_DEFAULTS = " (default ViT-B/16 for v2, RN50 for v1)"
 
@@ -107,7 +109,7 @@ def point_classify(
     from clipcli.pipelines import point as point_pipeline
 
     paths = expand_inputs(clouds, point_pipeline.INPUT_EXTENSIONS)
-    results = point_pipeline.classify(
+    report = point_pipeline.classify(
         paths,
         labels=point_pipeline.parse_labels(labels),
         projection=projection,
@@ -122,15 +124,15 @@ def point_classify(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, results, lambda: [_point_table(results, projection)])
-    raise_for_failures(results)
+    show(common, report, lambda: [_point_table(report, projection)])
+    report.raise_for_failures()
 
 
-def _point_table(results: list[dict], projection: str) -> Table:
+def _point_table(report: Report, projection: str) -> Table:
     table = Table(title=f"PointCLIP {projection.upper()}", title_justify="left")
     for column in ("input", "prediction", "p", "next", "true label"):
         table.add_column(column, justify="right" if column == "p" else "left")
-    for row in results:
+    for row in report.rows():
         if row["status"] != "ok":
             detail = escape(row.get("error") or row.get("reason", ""))
             table.add_row(escape(row["input"]), row["status"], "", detail, "")
@@ -198,8 +200,8 @@ def point_eval(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, report, lambda: [_point_eval_table(report, projection)])
-    raise_for_failures(report["files"])
+    show(common, report, lambda: [_point_eval_table(report.summary, projection)])
+    report.raise_for_failures()
 
 
 def _point_eval_table(report: dict, projection: str) -> Table:
@@ -215,5 +217,5 @@ def _point_eval_table(report: dict, projection: str) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    command(app, "point-classify", help=POINT_HELP)(point_classify)
-    command(app, "point-eval")(point_eval)
+    command(app, "point-classify", help=POINT_HELP, flags=FLAGS)(point_classify)
+    command(app, "point-eval", flags=FLAGS)(point_eval)

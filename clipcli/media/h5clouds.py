@@ -8,7 +8,9 @@ masks) are ignored, as the official loaders ignore them.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,12 +23,60 @@ def is_h5(path: str | Path) -> bool:
     return Path(path).suffix.lower() in H5_EXTENSIONS
 
 
-def read_h5_clouds(path: str | Path, index: int | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """`data` as `[S, N, 3]` float32 (only shape `index` when given, as `[1, N, 3]`) and `label` `[S]` or None.
+def h5_labels(path: str | Path) -> tuple[int, np.ndarray | None]:
+    """How many shapes a set holds and their labels `[S]` (None without a `label` array); no points are read.
 
     Raises BadInputError for files that are not HDF5, lack a `data` array of
-    3-D points, hold non-finite coordinates, or whose labels do not match.
+    3-D points, or whose labels do not match the shapes.
     """
+    return _with_set(path, lambda dataset, labels: (dataset.shape[0], labels))
+
+
+def read_h5_clouds(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Every shape's points `[S, N, 3]` float32 and the labels `[S]` (or None), checked as `h5_labels` checks them."""
+    return _with_set(path, lambda dataset, labels: (np.asarray(dataset[()][..., :3], dtype=np.float32), labels))
+
+
+class H5Shapes:
+    """Shapes of HDF5 sets one at a time, for readers on several threads.
+
+    Sets are often gzip-compressed in large chunks, so a shape read alone
+    costs a whole chunk; each set's points are read whole once instead, and
+    the last set read is kept while its shapes are asked for. Pickles empty.
+    """
+
+    def __init__(self) -> None:
+        self._forget()
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._forget()
+
+    def _forget(self) -> None:
+        self._lock = threading.Lock()
+        self._path: Path | None = None
+        self._points = np.zeros((0, 0, 3), dtype=np.float32)
+
+    def shape(self, path: Path, index: int) -> np.ndarray:
+        """Shape `index` of the set at `path`, `[N, 3]` float32."""
+        with self._lock:
+            if self._path != path:
+                self._points, _ = read_h5_clouds(path)
+                self._path = path
+            check_shape_index(index, len(self._points), path)
+            return self._points[index]
+
+
+def check_shape_index(index: int, count: int, path: Path) -> None:
+    """BadInputError unless a set of `count` shapes has a shape `index`."""
+    if not 0 <= index < count:
+        raise BadInputError(f"has no shape {index}: the file holds {count} shapes (0-{count - 1})", path)
+
+
+def _with_set(path: str | Path, take):
+    """`take(data dataset, labels or None)` on the open, checked set at `path`."""
     import h5py  # imported here: only HDF5 inputs need it
 
     path = Path(path)
@@ -34,34 +84,30 @@ def read_h5_clouds(path: str | Path, index: int | None = None) -> tuple[np.ndarr
         raise BadInputError("no such file", path)
     try:
         with h5py.File(path, "r") as handle:
-            data, labels = _read_arrays(handle, index, path)
+            dataset = _checked_data(handle, path)
+            return take(dataset, _checked_labels(handle, dataset.shape[0], path))
     except OSError as error:
         raise BadInputError(f"not a readable HDF5 file ({first_line(error)})", path) from None
-    if not np.isfinite(data).all():
-        shape = int(np.nonzero(~np.isfinite(data).all(axis=(1, 2)))[0][0]) if index is None else index
-        raise BadInputError(f"shape {shape} has NaN or infinite coordinates", path)
-    return data, labels
 
 
-def _read_arrays(handle, index: int | None, path: Path) -> tuple[np.ndarray, np.ndarray | None]:
+def _checked_data(handle, path: Path):
     dataset = handle.get("data")
     if dataset is None or not hasattr(dataset, "shape"):
         raise BadInputError(f"no 'data' array (keys: {', '.join(sorted(handle.keys())) or 'none'})", path)
     if len(dataset.shape) != 3 or dataset.shape[2] < 3 or dataset.shape[1] == 0:
         raise BadInputError(f"'data' must be [shapes, points, 3], got {list(dataset.shape)}", path)
-    count = dataset.shape[0]
-    if count == 0:
+    if dataset.shape[0] == 0:
         raise BadInputError("'data' holds no shapes", path)
-    if index is not None and not 0 <= index < count:
-        raise BadInputError(f"--h5-index {index} is out of range: the file holds {count} shapes (0-{count - 1})", path)
-    rows = slice(None) if index is None else slice(index, index + 1)
-    data = np.asarray(dataset[rows][..., :3], dtype=np.float32)
+    return dataset
+
+
+def _checked_labels(handle, count: int, path: Path) -> np.ndarray | None:
     labels = handle.get("label")
     if labels is None:
-        return data, None
+        return None
     labels = np.asarray(labels[()]).reshape(-1)
     integral = labels.dtype.kind in "iu" or (labels.dtype.kind == "f" and bool(np.all(labels == np.round(labels))))
     if len(labels) != count or not integral:
         found = f"{labels.dtype} of length {len(labels)}"
         raise BadInputError(f"'label' must hold one integer per shape ({count}), got {found}", path)
-    return data, labels[rows].astype(np.int64)
+    return labels.astype(np.int64)

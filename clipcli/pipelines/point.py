@@ -16,18 +16,18 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache, partial
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from clipcli import ui
-from clipcli.batch import OutputNames, run_batch
-from clipcli.errors import BadInputError
-from clipcli.media.h5clouds import H5_EXTENSIONS, is_h5, read_h5_clouds
+from clipcli.batch import OutputNames
+from clipcli.errors import BadInputError, ParameterError
+from clipcli.media.h5clouds import H5_EXTENSIONS, H5Shapes, check_shape_index, h5_labels, is_h5
 from clipcli.media.images import write_png
 from clipcli.media.labels import packaged_lines, read_labels
 from clipcli.media.points import SUPPORTED_POINT_EXTENSIONS, load_points
@@ -36,6 +36,7 @@ from clipcli.models.prompts import text_classifier
 from clipcli.pipelines.point_prep import CloudOptions, check_cloud, prepare_clouds
 from clipcli.render.contact_sheet import contact_sheet
 from clipcli.render.projection import num_views, project_v1, project_v2, to_clip_images, view_names
+from clipcli.runner import Executor, Job, Report, run_job
 
 PROJECTIONS = ("v2", "v1")
 DEFAULT_MODELS = {"v2": "ViT-B/16", "v1": "RN50"}  # the backbones of the papers' headline zero-shot numbers
@@ -112,20 +113,21 @@ def backbone_key(model) -> str | None:
     return resnets.get((depths, width))
 
 
-def _paper_backbone(spec: str, model, option: str) -> str:
+def _paper_backbone(spec: str, model, parameter: str) -> str:
     """The backbone named by `paper:KEY`, or the model's own for plain `paper`."""
     key = spec.partition(":")[2] or backbone_key(model)
     if key not in BACKBONES:
         known = ", ".join(f"paper:{k} ({name})" for k, name in BACKBONES.items())
         found = f"{key!r}" if spec.partition(":")[2] else "this model's architecture"
-        raise BadInputError(f"{option} {spec}: searched values exist only for {known}; not for {found}")
+        raise ParameterError(parameter, f"{spec}: searched values exist only for {known}; not for {found}")
     return key
 
 
-def _paper_dataset(labels: Sequence[str], option: str) -> str:
+def _paper_dataset(labels: Sequence[str], parameter: str) -> str:
     dataset = dataset_of(labels)
     if dataset is None:
-        raise BadInputError(f"{option} paper: PointCLIP V2 searched them only for --labels {' and '.join(LABEL_SETS)}")
+        sets = " and ".join(LABEL_SETS)
+        raise ParameterError(parameter, f"paper: PointCLIP V2 searched them only for the {sets} labels")
     return dataset
 
 
@@ -142,14 +144,12 @@ def class_prompts(labels: Sequence[str], projection: str, prompts: str = "templa
         return [[template.format(name) for template in templates] for name in names]
     if prompts.startswith("paper"):
         if projection == "v1":
-            raise BadInputError(f"--prompts {prompts}: PointCLIP V1 has a single template; use --prompts paper")
-        dataset = _paper_dataset(labels, "--prompts")
-        return [
-            [sentence] for sentence in _searched()["prompts"][dataset][_paper_backbone(prompts, model, "--prompts")]
-        ]
+            raise ParameterError("prompts", f"{prompts}: PointCLIP V1 has a single template; use paper")
+        dataset = _paper_dataset(labels, "prompts")
+        return [[sentence] for sentence in _searched()["prompts"][dataset][_paper_backbone(prompts, model, "prompts")]]
     if "{}" in prompts:
         return [[prompts.replace("{}", name)] for name in names]
-    raise BadInputError(f"--prompts {prompts!r}: use template, paper, paper:BACKBONE, or a sentence with {{}}")
+    raise ParameterError("prompts", f"{prompts!r}: use template, paper, paper:BACKBONE, or a sentence with {{}}")
 
 
 def view_weights(spec: str, projection: str, labels: Sequence[str] = (), model=None) -> list[float]:
@@ -159,20 +159,18 @@ def view_weights(spec: str, projection: str, labels: Sequence[str] = (), model=N
         return [1.0] * views
     if spec.startswith("paper"):
         if projection == "v1":
-            raise BadInputError(
-                "--view-weights paper: PointCLIP V1 ships no searched view weights (ZrrSkywalker/PointCLIP#20); "
-                "give them as numbers"
+            raise ParameterError(
+                "weights",
+                "paper: PointCLIP V1 ships no searched view weights (ZrrSkywalker/PointCLIP#20); give them as numbers",
             )
-        dataset = _paper_dataset(labels, "--view-weights")
-        return list(_searched()["view_weights"][dataset][_paper_backbone(spec, model, "--view-weights")])
+        dataset = _paper_dataset(labels, "weights")
+        return list(_searched()["view_weights"][dataset][_paper_backbone(spec, model, "weights")])
     try:
         weights = [float(part) for part in spec.split(",")]
     except ValueError:
-        raise BadInputError(
-            f"--view-weights {spec!r}: use uniform, paper, or {views} comma-separated numbers"
-        ) from None
+        raise ParameterError("weights", f"{spec!r}: use uniform, paper, or {views} comma-separated numbers") from None
     if len(weights) != views or not all(math.isfinite(w) and w >= 0 for w in weights) or not any(weights):
-        raise BadInputError(f"--view-weights {spec!r}: {projection} has {views} views; give {views} weights >= 0")
+        raise ParameterError("weights", f"{spec!r}: {projection} has {views} views; give {views} weights >= 0")
     return weights
 
 
@@ -185,7 +183,7 @@ def project(points: torch.Tensor, projection: str) -> torch.Tensor:
         return project_v2(points)
     if projection == "v1":
         return project_v1(points, "zero-shot")
-    raise BadInputError(f"--projection {projection!r}: choose one of {', '.join(PROJECTIONS)}")
+    raise ParameterError("projection", f"{projection!r}: choose one of {', '.join(PROJECTIONS)}")
 
 
 @torch.no_grad()
@@ -224,7 +222,7 @@ class ZeroShotClassifier:
         cls, model, labels: Sequence[str], projection: str = "v2", prompts: str = "template", weights: str = "uniform"
     ) -> ZeroShotClassifier:
         if projection not in PROJECTIONS:
-            raise BadInputError(f"--projection {projection!r}: choose one of {', '.join(PROJECTIONS)}")
+            raise ParameterError("projection", f"{projection!r}: choose one of {', '.join(PROJECTIONS)}")
         text = text_classifier(model, class_prompts(labels, projection, prompts, model)).float()
         scale = float(model.logit_scale.detach().exp()) if projection == "v1" else V2_LOGIT_SCALE
         view_weight = torch.tensor(view_weights(weights, projection, labels, model))
@@ -237,88 +235,48 @@ class ZeroShotClassifier:
         return zero_shot_logits(encode_views(self.model, maps), self.text, self.weights, self.scale), maps
 
 
-# ---------------------------------------------------------------- files in, predictions out
+# ---------------------------------------------------------------- clouds in, predictions out
 
 
-@dataclass
-class Cloud:
-    """One cloud to classify: where it came from, its points, its label index in an HDF5 set."""
+@dataclass(frozen=True)
+class CloudSource:
+    """Where one cloud comes from: a file, or shape `index` of an HDF5 set (with its label, if the set has them).
 
-    source: Path
-    name: str
-    points: np.ndarray
+    `error` says why an HDF5 file's shapes could not be listed; reading the source raises it.
+    """
+
+    file: Path
     index: int | None = None
     label: int | None = None
+    error: str | None = None
+
+    @property
+    def name(self) -> Path:
+        """The input its result names: the file, or `FILE[index]` for a shape of a set."""
+        return self.file if self.index is None else Path(f"{self.file}[{self.index}]")
 
 
-def read_clouds(path: Path, h5_index: int | None = None, seed: int = 0) -> list[Cloud]:
-    """The clouds in one input file (one, or every shape of an HDF5 set), checked."""
-    if is_h5(path):
-        data, labels = read_h5_clouds(path, h5_index)
-        first = h5_index or 0
-        clouds = []
-        for offset, points in enumerate(data):
-            index = first + offset
-            check_cloud(points, f"{path}[{index}]")
-            label = None if labels is None else int(labels[offset])
-            clouds.append(Cloud(path, f"{path}[{index}]", points, index, label))
-        return clouds
-    return [Cloud(path, str(path), check_cloud(load_points(path, mesh_samples=MESH_SAMPLES, seed=seed), path))]
+def cloud_sources(paths: Sequence[Path], h5_index: int | None = None) -> list[CloudSource]:
+    """The clouds the input files hold, in order: each file, or every shape of an HDF5 set (only `h5_index`)."""
+    return [source for path in paths for source in _sources_of(path, h5_index)]
 
 
-def _classify_batch(classifier: ZeroShotClassifier, batch: Sequence[Cloud], options: CloudOptions, on_batch) -> None:
-    """Prepare, project and score one batch; `on_batch(clouds, logits on the CPU, maps)` gets the results."""
-    points = prepare_clouds([cloud.points for cloud in batch], options, classifier.text.device)
-    logits, maps = classifier(points)
-    on_batch(batch, logits.cpu(), maps)
+def _sources_of(path: Path, h5_index: int | None) -> list[CloudSource]:
+    if not is_h5(path):
+        return [CloudSource(path)]
+    try:
+        count, labels = h5_labels(path)
+        if h5_index is not None:
+            check_shape_index(h5_index, count, path)
+    except BadInputError as err:
+        return [CloudSource(path, error=str(err))]
+    indices = range(count) if h5_index is None else [h5_index]
+    return [CloudSource(path, index, None if labels is None else int(labels[index])) for index in indices]
 
 
-def _stream(classifier, paths: Sequence[Path], h5_index: int | None, options: CloudOptions, on_batch):
-    """Read the inputs one by one (a bad one is reported and skipped), classifying CLOUD_BATCH clouds at a time.
-
-    Only a batch and one file's clouds are held at once. Returns the per-file
-    read results and the names of the clouds each file gave.
-    """
-    pending: list[Cloud] = []
-    names: dict[str, list[str]] = {}
-
-    def classify_pending(at_least: int) -> None:
-        while len(pending) >= at_least and pending:
-            batch = pending[:CLOUD_BATCH]
-            del pending[:CLOUD_BATCH]
-            _classify_batch(classifier, batch, options, on_batch)
-
-    def read(path: Path) -> dict:
-        found = read_clouds(path, h5_index, options.seed)
-        names[str(path)] = [cloud.name for cloud in found]
-        pending.extend(found)
-        classify_pending(CLOUD_BATCH)
-        return {"clouds": len(found)}
-
-    results = run_batch(paths, read, description=f"PointCLIP {classifier.projection}")
-    classify_pending(1)
-    return results, names
-
-
-def _read_all(paths: Sequence[Path], seed: int) -> tuple[list[dict], list[Cloud]]:
-    """Read every input (a bad one is reported and skipped); the read results and all clouds."""
-    clouds: list[Cloud] = []
-
-    def read(path: Path) -> dict:
-        found = read_clouds(path, None, seed)
-        clouds.extend(found)
-        return {"clouds": len(found)}
-
-    return run_batch(paths, read, description="reading clouds"), clouds
-
-
-def _predict(classifier: ZeroShotClassifier, clouds: Sequence[Cloud], options: CloudOptions, on_batch) -> None:
-    """Classify clouds CLOUD_BATCH at a time, with a progress bar over clouds."""
-    with ui.progress() as bar:
-        task = bar.add_task(f"PointCLIP {classifier.projection}", total=len(clouds))
-        for start in range(0, len(clouds), CLOUD_BATCH):
-            _classify_batch(classifier, clouds[start : start + CLOUD_BATCH], options, on_batch)
-            bar.advance(task, min(CLOUD_BATCH, len(clouds) - start))
+def read_cloud(path: Path, seed: int = 0) -> np.ndarray:
+    """A point-cloud or mesh file's points, checked (a mesh gives MESH_SAMPLES points of its surface, seeded)."""
+    return check_cloud(load_points(path, mesh_samples=MESH_SAMPLES, seed=seed), path)
 
 
 def views_picture(maps: torch.Tensor, projection: str) -> np.ndarray:
@@ -339,28 +297,130 @@ def output_names(out: Path) -> OutputNames:
     return OutputNames(out, ("{}_views.png",))
 
 
-def views_path(cloud: Cloud, out: Path) -> Path:
-    suffix = "" if cloud.index is None else f"_{cloud.index:04d}"
-    [path] = output_names(out).for_stem(f"{cloud.source.stem}{suffix}")
+def views_path(source: CloudSource, out: Path) -> Path:
+    suffix = "" if source.index is None else f"_{source.index:04d}"
+    [path] = output_names(out).for_stem(f"{source.file.stem}{suffix}")
     return path
 
 
-def _setup(model_name: str | None, projection: str, labels, prompts, weights, options, device, trust_checkpoint):
-    """Check every option (before the slow model load), then load CLIP and build the classifier."""
+def check_settings(labels: Sequence[str], projection: str, prompts: str, weights: str, options: CloudOptions) -> None:
+    """Every setting checked, so a bad one stops the command before the slow model load."""
     options.check()
     if projection not in PROJECTIONS:
-        raise BadInputError(f"--projection {projection!r}: choose one of {', '.join(PROJECTIONS)}")
-    for spec, option in ((prompts, "--prompts"), (weights, "--view-weights")):
+        raise ParameterError("projection", f"{projection!r}: choose one of {', '.join(PROJECTIONS)}")
+    for spec, parameter in ((prompts, "prompts"), (weights, "weights")):
         if spec.startswith("paper:"):
-            _paper_backbone(spec, None, option)
+            _paper_backbone(spec, None, parameter)
         if spec.startswith("paper") and projection == "v2":
-            _paper_dataset(labels, option)
+            _paper_dataset(labels, parameter)
     if projection == "v1" or not weights.startswith("paper"):
         view_weights(weights, projection)
     if not prompts.startswith("paper"):
         class_prompts(labels, projection, prompts)
-    model, _ = load_clip(model_name or DEFAULT_MODELS[projection], device, trust_checkpoint=trust_checkpoint)
-    return ZeroShotClassifier.build(model, labels, projection, prompts, weights)
+
+
+@dataclass
+class PointJob(Job):
+    """PointCLIP on clouds: read and checked on threads, then prepared, projected and scored a batch at a time."""
+
+    sources: dict[Path, CloudSource]  # by input name
+    labels: list[str]
+    projection: str = "v2"
+    model_name: str | None = None
+    prompts: str = "template"
+    weights: str = "uniform"
+    options: CloudOptions = CloudOptions()
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    batch_size: int = CLOUD_BATCH
+    sets: H5Shapes = field(default_factory=H5Shapes)
+    read_workers = 2
+
+    def setup(self) -> None:
+        model_name = self.model_name or DEFAULT_MODELS[self.projection]
+        model, _ = load_clip(model_name, self.device, trust_checkpoint=self.trust_checkpoint)
+        self._classifier = ZeroShotClassifier.build(model, self.labels, self.projection, self.prompts, self.weights)
+
+    def read(self, path: Path) -> np.ndarray:
+        source = self.sources[path]
+        if source.error is not None:
+            raise BadInputError(source.error)
+        if source.index is None:
+            return read_cloud(source.file, self.options.seed)
+        return check_cloud(self.sets.shape(source.file, source.index), path)
+
+    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[Any]:
+        if not items:
+            return []
+        points = prepare_clouds([cloud for _, cloud in items], self.options, self._classifier.text.device)
+        logits, maps = self._classifier(points)
+        return self.outcomes(items, logits.cpu(), maps)
+
+    def outcomes(self, items: Sequence[tuple[Path, np.ndarray]], logits: torch.Tensor, maps: torch.Tensor) -> list:
+        """One outcome per cloud of a batch from its logits `[B,C]` (on the CPU) and depth maps `[B,V,h,w]`."""
+        raise NotImplementedError
+
+    def summary(self) -> dict:
+        model = self.model_name or DEFAULT_MODELS[self.projection]
+        return {"model": model, "projection": self.projection, "prompts": self.prompts, "view_weights": self.weights}
+
+    def label_name(self, path: Path) -> str | None:
+        """The true label of an HDF5 shape, by name (`#N` when outside the labels), else None."""
+        label = self.sources[path].label
+        if label is None:
+            return None
+        return self.labels[label] if 0 <= label < len(self.labels) else f"#{label}"
+
+
+@dataclass
+class PointClassifyJob(PointJob):
+    """Top-k labels per cloud, and with `views_out` the views as CLIP sees them, written there."""
+
+    top_k: int = 5
+    views_out: Path | None = None
+    name = "point-classify"
+
+    def outcomes(self, items, logits, maps) -> list[tuple[dict, np.ndarray | None]]:
+        top = logits.softmax(dim=-1).topk(min(self.top_k, len(self.labels)), dim=-1)
+        outcomes = []
+        for row, (path, cloud) in enumerate(items):
+            data: dict[str, Any] = {"points": len(cloud)}
+            data["predictions"] = [
+                {"label": self.labels[int(i)], "probability": round(float(p), 6)}
+                for p, i in zip(top.values[row], top.indices[row], strict=True)
+            ]
+            if (label := self.label_name(path)) is not None:
+                data["label"] = label
+            picture = None if self.views_out is None else views_picture(maps[row], self.projection)
+            outcomes.append((data, picture))
+        return outcomes
+
+    def write(self, path: Path, outcome: tuple[dict, np.ndarray | None]) -> dict:
+        data, picture = outcome
+        if picture is None or self.views_out is None:
+            return data
+        picture_path = views_path(self.sources[path], self.views_out)
+        write_png(picture_path, picture)
+        return data | {"views": str(picture_path)}
+
+
+@dataclass
+class PointEvalJob(PointJob):
+    """The five best labels of each labelled shape, for accuracy; nothing is written."""
+
+    name = "point-eval"
+
+    def outcomes(self, items, logits, maps) -> list[tuple[dict, str | None]]:
+        ranked = logits.topk(min(5, len(self.labels)), dim=-1).indices
+        backbone = backbone_key(self._classifier.model)
+        return [
+            ({"label": self.label_name(path), "predictions": [self.labels[int(i)] for i in ranked[row]]}, backbone)
+            for row, (path, _) in enumerate(items)
+        ]
+
+    def write(self, path: Path, outcome: tuple[dict, str | None]) -> dict:
+        data, self._backbone = outcome  # the model is where `compute` ran; the summary names its architecture
+        return data
 
 
 def classify(
@@ -378,40 +438,30 @@ def classify(
     out: Path = Path("."),
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> list[dict]:
+    executor: Executor | None = None,
+) -> Report:
     """Top-k labels per cloud; one result per cloud (an HDF5 file gives one per shape), failures included."""
     if top_k < 1:
-        raise BadInputError(f"--top-k must be at least 1, got {top_k}")
+        raise ParameterError("top_k", f"must be at least 1, got {top_k}")
+    check_settings(labels, projection, prompts, weights, options)
     if save_views:
         output_names(out).check(paths)
-    classifier = _setup(model_name, projection, labels, prompts, weights, options, device, trust_checkpoint)
-    predictions: dict[str, dict] = {}
-
-    def record(batch: list[Cloud], logits: torch.Tensor, maps: torch.Tensor) -> None:
-        probabilities = logits.softmax(dim=-1)
-        top = probabilities.topk(min(top_k, len(classifier.labels)), dim=-1)
-        for row, cloud in enumerate(batch):
-            result = {"input": cloud.name, "status": "ok", "points": len(cloud.points)}
-            result["predictions"] = [
-                {"label": classifier.labels[int(i)], "probability": round(float(p), 6)}
-                for p, i in zip(top.values[row], top.indices[row], strict=True)
-            ]
-            if cloud.label is not None:
-                result["label"] = _label_name(cloud.label, classifier.labels)
-            if save_views:
-                result["views"] = str(views_path(cloud, out))
-                write_png(views_path(cloud, out), views_picture(maps[row], projection))
-            predictions[cloud.name] = result
-
-    read_results, names = _stream(classifier, paths, h5_index, options, record)
-    results = []
-    for read in read_results:  # keep input order; each file expands into its clouds
-        results += [predictions[name] for name in names[read["input"]]] if read["status"] == "ok" else [read]
-    return results
-
-
-def _label_name(label: int, labels: Sequence[str]) -> str:
-    return labels[label] if 0 <= label < len(labels) else f"#{label}"
+    sources = cloud_sources(paths, h5_index)
+    job = PointClassifyJob(
+        {source.name: source for source in sources},
+        list(labels),
+        projection=projection,
+        model_name=model_name,
+        prompts=prompts,
+        weights=weights,
+        options=options,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+        batch_size=CLOUD_BATCH,
+        top_k=top_k,
+        views_out=out if save_views else None,
+    )
+    return run_job(job, [source.name for source in sources], executor=executor)
 
 
 # ---------------------------------------------------------------- accuracy on HDF5 test sets
@@ -428,38 +478,55 @@ def evaluate(
     options: CloudOptions = CloudOptions(sampling="first", normalize=False),
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> dict:
-    """Top-1/top-5 and class-mean accuracy over ModelNet40/ScanObjectNN-format HDF5 files.
+    executor: Executor | None = None,
+) -> Report:
+    """Top-1/top-5 and class-mean accuracy over ModelNet40/ScanObjectNN-format HDF5 files; one result per shape.
 
     By default clouds are used as the official code uses them: the first
     1024 stored points, no re-normalisation (the sets are already in the unit
-    sphere and y-up).
+    sphere and y-up). Sets without labels, or with labels beyond `labels`,
+    stop the run before the model loads.
     """
     not_h5 = [path for path in paths if not is_h5(path)]
     if not_h5:
         raise BadInputError("point-eval reads HDF5 sets (.h5) with 'data' and 'label' arrays", not_h5[0])
-    classifier = _setup(model_name, projection, labels, prompts, weights, options, device, trust_checkpoint)
-    read_results, clouds = _read_all(paths, options.seed)
-    unlabelled = sorted({str(c.source) for c in clouds if c.label is None})
-    if unlabelled:
-        raise BadInputError("no 'label' array, so there is nothing to score against", unlabelled[0])
-    too_high = [c for c in clouds if c.label not in range(len(labels))]
-    if too_high:
-        raise BadInputError(f"label {too_high[0].label} is outside the {len(labels)} --labels", too_high[0].name)
-    truth: list[int | None] = []  # every cloud's label, all present by now
-    ranked: list[torch.Tensor] = []
-
-    def record(batch: list[Cloud], logits: torch.Tensor, maps: torch.Tensor) -> None:
-        truth.extend(cloud.label for cloud in batch)
-        ranked.append(logits.topk(min(5, len(labels)), dim=-1).indices)
-
-    _predict(classifier, clouds, options, record)
-    report = accuracy_report(torch.tensor(truth, dtype=torch.long), torch.cat(ranked) if ranked else None, labels)
-    backbone = backbone_key(classifier.model)
+    check_settings(labels, projection, prompts, weights, options)
+    sources = cloud_sources(paths)
+    _check_scorable(sources, labels)
+    job = PointEvalJob(
+        {source.name: source for source in sources},
+        list(labels),
+        projection=projection,
+        model_name=model_name,
+        prompts=prompts,
+        weights=weights,
+        options=options,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+        batch_size=CLOUD_BATCH,
+    )
+    report = run_job(job, [source.name for source in sources], executor=executor)
+    scored = [result.data for result in report.ok]
+    position = {label: index for index, label in enumerate(labels)}
+    truth = torch.tensor([position[row["label"]] for row in scored], dtype=torch.long)
+    ranked = torch.tensor([[position[name] for name in row["predictions"]] for row in scored]) if scored else None
+    backbone = getattr(job, "_backbone", None)
     dataset = dataset_of(labels)
     paper = PAPER_ACCURACY.get((projection, dataset, backbone)) if dataset and backbone else None
     settings = {"projection": projection, "prompts": prompts, "view_weights": weights, "backbone": backbone}
-    return {**report, "paper_top1": paper, "settings": settings, "files": read_results}
+    report.summary = {**accuracy_report(truth, ranked, labels), "paper_top1": paper, "settings": settings}
+    return report
+
+
+def _check_scorable(sources: Sequence[CloudSource], labels: Sequence[str]) -> None:
+    """Refuse sets with no labels, or labels beyond `labels`: their accuracy would mean nothing."""
+    listed = [source for source in sources if source.error is None]
+    unlabelled = [source for source in listed if source.label is None]
+    if unlabelled:
+        raise BadInputError("no 'label' array, so there is nothing to score against", unlabelled[0].file)
+    beyond = [source for source in listed if source.label not in range(len(labels))]
+    if beyond:
+        raise BadInputError(f"label {beyond[0].label} is outside the {len(labels)} labels", beyond[0].name)
 
 
 def accuracy_report(truth: torch.Tensor, ranked: torch.Tensor | None, labels: Sequence[str]) -> dict:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from clipcli.defaults import FPS_POOL_MULTIPLE
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.render.v2_params import MAX_COORDINATE, V2_MIN_EXTENT
 
 SAMPLINGS = ("fps", "random", "first")
@@ -49,11 +49,11 @@ class CloudOptions:
 
     def check(self) -> CloudOptions:
         if self.points < 1:
-            raise BadInputError(f"--points must be at least 1, got {self.points}")
+            raise ParameterError("points", f"must be at least 1, got {self.points}")
         if self.sampling not in SAMPLINGS:
-            raise BadInputError(f"--sampling {self.sampling!r}: choose one of {', '.join(SAMPLINGS)}")
+            raise ParameterError("sampling", f"{self.sampling!r}: choose one of {', '.join(SAMPLINGS)}")
         if self.up_axis not in UP_AXES:
-            raise BadInputError(f"--up-axis {self.up_axis!r}: choose one of {', '.join(UP_AXES)}")
+            raise ParameterError("up_axis", f"{self.up_axis!r}: choose one of {', '.join(UP_AXES)}")
         return self
 
 
@@ -82,7 +82,7 @@ def check_cloud(points: np.ndarray, source: str | Path) -> np.ndarray:
 def up_axis_rotation(axis: str) -> torch.Tensor:
     """`[3,3]` R taking a cloud whose up axis is `axis` to the official y-up frame (rows: p @ R.T)."""
     if axis not in _UP_ROTATIONS:
-        raise BadInputError(f"--up-axis {axis!r}: choose one of {', '.join(UP_AXES)}")
+        raise ParameterError("up_axis", f"{axis!r}: choose one of {', '.join(UP_AXES)}")
     return torch.tensor(_UP_ROTATIONS[axis])
 
 

@@ -30,15 +30,15 @@ def write_binary_ply(path: Path, size: int, seed: int = 0) -> Path:
 
 def large_cloud_cost(size: int, points: int = 1024) -> dict:
     """Seconds to read a `size`-point binary PLY as point-classify does, then to prepare it (fps) on the CPU."""
-    from clipcli.pipelines.point import read_clouds
+    from clipcli.pipelines.point import read_cloud
     from clipcli.pipelines.point_prep import CloudOptions, prepare_clouds
 
     with tempfile.TemporaryDirectory() as folder:
         path = write_binary_ply(Path(folder) / "scan.ply", size)
         started = time.perf_counter()
-        (cloud,) = read_clouds(path)
+        cloud = read_cloud(path)
         loaded = time.perf_counter()
-        prepared = prepare_clouds([cloud.points], CloudOptions(points=points), "cpu")
+        prepared = prepare_clouds([cloud], CloudOptions(points=points), "cpu")
         finished = time.perf_counter()
     return {
         "bench": "point-large-cloud",
@@ -66,11 +66,11 @@ def write_binary_stl(path: Path, faces: int, seed: int = 0) -> Path:
 
 def large_mesh_cost(faces: int) -> dict:
     """Seconds to read a `faces`-triangle binary STL and sample its surface as point-classify does (best of 3)."""
-    from clipcli.pipelines.point import MESH_SAMPLES, read_clouds
+    from clipcli.pipelines.point import MESH_SAMPLES, read_cloud
 
     with tempfile.TemporaryDirectory() as folder:
         path = write_binary_stl(Path(folder) / "part.stl", faces)
-        seconds = min(seconds_once(lambda: read_clouds(path)) for _ in range(3))
+        seconds = min(seconds_once(lambda: read_cloud(path)) for _ in range(3))
     return {
         "bench": "point-large-mesh",
         "device": "cpu",
