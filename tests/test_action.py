@@ -320,7 +320,7 @@ def test_transf_cls_fixes_the_frame_count(tmp_path):
     with pytest.raises(BadInputError, match="trained on 4 frames"):
         fusion(torch.randn(2, 8, 32))
     assert action.resolve_frames(None, fusion) == 4
-    with pytest.raises(BadInputError, match="--frames 8: this Transf_cls checkpoint was trained on 4 frames"):
+    with pytest.raises(BadInputError, match="^frames: 8: this Transf_cls checkpoint was trained on 4 frames$"):
         action.resolve_frames(8, fusion)
 
 
@@ -383,9 +383,12 @@ def test_window_frames_lie_inside_their_windows():
     assert indices[0].tolist() == [2, 7, 12, 17, 22, 27, 32, 37]
 
 
-@pytest.mark.parametrize(("window", "stride"), [(0.0, 1.0), (2.0, -1.0)])
-def test_bad_windows_are_rejected(window, stride):
-    with pytest.raises(BadInputError, match="must be positive"):
+@pytest.mark.parametrize(
+    ("window", "stride", "message"),
+    [(0.0, 1.0, "^window: must be positive, got 0.0$"), (2.0, -1.0, "^stride: must be positive, got -1.0$")],
+)
+def test_bad_windows_name_the_parameter_that_is_not_positive(window, stride, message):
+    with pytest.raises(BadInputError, match=message):
         action.window_spans(10.0, window, stride)
 
 

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
-
 import cv2
 import numpy as np
 import pytest
 import torch
 from conftest import TINY_VIT, build_tiny_clip
 from makers.read_only import make_read_only, make_writable, read_only_cli
+from makers.report import json_rows
 from makers.video import write_video
 from typer.testing import CliRunner
 
@@ -116,8 +115,8 @@ def test_classify_action_with_a_read_only_cache_folder_recomputes(tmp_path, tiny
     assert list(folder.iterdir()) == []
     here = runner.invoke(app, ["classify-action", *map(str, arguments)])
     assert here.exit_code == 0, here.output
-    predicted = [row["predictions"] for row in json.loads(child.stdout)]
-    expected = [row["predictions"] for row in json.loads(here.stdout)]
+    predicted = [row["predictions"] for row in json_rows(child.stdout.decode())]
+    expected = [row["predictions"] for row in json_rows(here.stdout)]
     assert [[p["label"] for p in row] for row in predicted] == [[p["label"] for p in row] for row in expected]
     for row, reference in zip(predicted, expected, strict=True):
         for prediction, wanted in zip(row, reference, strict=True):

@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli.batch import expand_inputs, raise_for_failures
+from clipcli.batch import expand_inputs
 from clipcli.cli_support import Common, command, show
 from clipcli.options import TopK, TrustCheckpoint, frames_option, labels_option, model_option, out_option
 
@@ -60,7 +60,7 @@ def classify_action(
     from clipcli.pipelines import action as action_pipeline
 
     paths = expand_inputs(videos, VIDEO_EXTENSIONS)
-    results = action_pipeline.run(
+    report = action_pipeline.run(
         paths,
         labels=labels,
         frames=frames,
@@ -74,8 +74,8 @@ def classify_action(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, results, lambda: [_action_table(row) for row in results])
-    raise_for_failures(results)
+    show(common, report, lambda: [_action_table(row) for row in report.rows()])
+    report.raise_for_failures()
 
 
 def _action_table(row: dict) -> Table:
