@@ -55,6 +55,7 @@ MISSING_INPUTS = {
     "depth": ["{tmp}/absent.png"],
     "depth-eval": ["{tmp}/absent.png,{tmp}/absent-gt.png"],
     "audio-tag": ["{tmp}/absent.wav"],
+    "audio-eval": ["{tmp}/absent"],
     "classify-action": ["{tmp}/absent.mp4"],
     "action-eval": ["{tmp}/absent.txt"],
     "sketch": ["{tmp}/absent.png"],
@@ -62,6 +63,7 @@ MISSING_INPUTS = {
     "retrieve-eval": ["{tmp}/absent.csv", "{tmp}"],
     "features": ["{tmp}/absent.png"],
     "vqa": ["{tmp}/absent.png", "what is it?"],
+    "vqa-eval": ["{tmp}/absent_questions.json", "{tmp}/absent_annotations.json", "{tmp}/absent_images"],
     "point-classify": ["{tmp}/absent.ply"],
     "point-eval": ["{tmp}/absent.h5"],
     "models verify": ["{tmp}/absent.pt"],
@@ -73,8 +75,8 @@ def missing_inputs(command: str, tmp_path: Path) -> list[str]:
     return [word.format(tmp=tmp_path) for word in MISSING_INPUTS.get(command, [])]
 
 
-def test_all_15_commands_are_enumerated_and_each_has_a_missing_input_case():
-    assert len(COMMAND_PATHS) == 15 and ["models", "import"] in COMMAND_PATHS and ["depth-eval"] in COMMAND_PATHS
+def test_all_17_commands_are_enumerated_and_each_has_a_missing_input_case():
+    assert len(COMMAND_PATHS) == 17 and ["models", "import"] in COMMAND_PATHS and ["depth-eval"] in COMMAND_PATHS
     assert set(MISSING_INPUTS) | {"models list"} == set(COMMAND_IDS)
 
 
@@ -177,10 +179,10 @@ print(json.dumps({"paths": paths, "codes": codes, "heavy": sorted(m for m in sys
 """
 
 
-def test_help_version_and_rejected_options_of_all_15_commands_import_no_heavy_module():
+def test_help_version_and_rejected_options_of_all_17_commands_import_no_heavy_module():
     done = subprocess.run([sys.executable, "-c", LIGHT_START], capture_output=True, text=True, timeout=120)
     report = json.loads(done.stdout)
-    assert len(report["paths"]) == 15 and ["models", "import"] in report["paths"] and ["retrieve"] in report["paths"]
+    assert len(report["paths"]) == 17 and ["models", "import"] in report["paths"] and ["retrieve"] in report["paths"]
     assert report["heavy"] == []
     for call, code in report["codes"].items():
         assert code == (2 if call.endswith("--bad") else 0), call
@@ -214,7 +216,7 @@ def _options_named(flag: str) -> dict[str, object]:
 
 def test_model_top_k_and_frames_are_worded_alike_in_every_command():
     models = _options_named("--model")
-    assert len(models) == 10 and all(param.help.startswith(MODEL_HELP) for param in models.values())
+    assert len(models) == 12 and all(param.help.startswith(MODEL_HELP) for param in models.values())
     top_k = _options_named("--top-k")
     assert set(top_k) == {"audio-tag", "classify-action", "retrieve", "vqa", "point-classify"}
     assert len({param.help for param in top_k.values()}) == 1 and all("-k" in p.opts for p in top_k.values())
