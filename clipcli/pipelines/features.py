@@ -29,7 +29,7 @@ import json
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -330,18 +330,23 @@ class PooledRows:
 
 @dataclass
 class PooledJob(FeaturesJob):
-    """`encode_image` rows of one matrix per folder; the driver appends each image's row to `pooled.npy`."""
+    """`encode_image` rows of one matrix per folder; the driver appends each image's row to `pooled.npy`.
 
-    indexed: dict[str, int] = field(default_factory=dict)  # image key -> its row, for images already in the matrix
+    The rows and the index live in the driver only (`resume`), so workers never receive a large index.
+    """
 
     def resume(self, overwrite: bool) -> None:
         """Before the run, in the driver: the rows already in `out` (none with `overwrite`), to skip and add after."""
         matrix, names = (None, []) if overwrite else _read_pooled(self.out, self.model_key)
         self._rows = PooledRows(self.out, self.model_key, None if matrix is None else matrix.astype(self.dtype), names)
-        self.indexed = {name: row for row, name in enumerate(names)}
+        self._indexed = {name: row for row, name in enumerate(names)}
+
+    def indexed_row(self, path: Path) -> int | None:
+        """The row of an image that was in `pooled.npy` before this run, else None."""
+        return self._indexed.get(image_key(path))
 
     def done(self, path: Path) -> bool:
-        return image_key(path) in self.indexed
+        return self.indexed_row(path) is not None
 
     def read(self, path: Path) -> torch.Tensor:
         return self._preprocess(Image.fromarray(load_image(path)))
@@ -368,7 +373,7 @@ class PooledJob(FeaturesJob):
 def _run_pooled(job: PooledJob, images: Sequence[Path], overwrite: bool, executor: Executor | None) -> Report:
     """Rows appended to `out/pooled.npy`; images already in the index are skipped, an image named twice runs once."""
     job.resume(overwrite)
-    first = {}
+    first: dict[str, Path] = {}  # one run per image, however many times it is named
     for image in images:
         first.setdefault(image_key(image), image)
     try:
@@ -376,10 +381,10 @@ def _run_pooled(job: PooledJob, images: Sequence[Path], overwrite: bool, executo
     finally:
         job.save()  # also on Ctrl-C or SIGTERM: a rerun resumes after what was computed
     by_key = {
-        key: Result(result.input, "skipped", {"row": job.indexed[key]}, reason=INDEXED)
+        key: Result(result.input, "skipped", {"row": job.indexed_row(image)}, reason=INDEXED)
         if result.status == "skipped"
         else result
-        for key, result in zip(first, report.results, strict=True)
+        for (key, image), result in zip(first.items(), report.results, strict=True)
     }
     report.results = [by_key[image_key(image)] for image in images]
     return report
