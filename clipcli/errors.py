@@ -31,6 +31,17 @@ class ClipcliError(Exception):
     exit_code = EXIT_BUG
     already_reported = False  # True when the message was printed where it arose; the CLI then only exits
 
+    def __reduce__(self):
+        """Pickle by message and attributes, whatever the constructor takes (errors cross to Ray workers)."""
+        return _rebuilt, (type(self), str(self), self.__dict__)
+
+
+def _rebuilt(cls: type[ClipcliError], message: str, state: dict) -> ClipcliError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class BadInputError(ClipcliError):
     """A user-supplied file or option is unusable (exit 2).

@@ -118,6 +118,20 @@ Workers = Annotated[
     int | None,
     typer.Option("--workers", min=1, help="Threads reading inputs ahead (default: the CPU count, at most 8)."),
 ]
+ClusterWorkers = Annotated[
+    int | None,
+    typer.Option("--workers", min=1, help="With --cluster on machines without a GPU: CPU actors (default 1)."),
+]
+Cluster = Annotated[
+    str | None,
+    typer.Option(
+        "--cluster",
+        metavar="local|auto|ADDRESS",
+        help="Run on Ray: local (this machine, one actor per GPU), auto (RAY_ADDRESS or a running `ray start`) "
+        "or a head node's host:port / ray:// address. Inputs must be at the same path on every node; outputs "
+        "are written here. Needs pip install 'clipcli[ray]'.",
+    ),
+]
 OutputFolder = Annotated[Path, out_option()]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")]
 TrustCheckpoint = Annotated[

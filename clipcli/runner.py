@@ -111,7 +111,8 @@ class Job:
     actor; `setup` keeps its models in attributes named with a leading
     underscore, which are never pickled.
     `read` and `compute` run where the executor puts them (a thread, an
-    actor); `done` and `write` always run in the driver, which alone writes.
+    actor); `done` and `write` always run in the driver, which alone writes,
+    and so must not need the models.
     """
 
     name: str = "batch"
@@ -180,16 +181,23 @@ class LocalExecutor:
     """Runs a job in this process: reads ahead on threads, computes in batches on the calling thread."""
 
     def outcomes(self, job: Job, todo: Sequence[tuple[int, Path]]) -> Iterator[tuple[int, Any]]:
-        if not todo:
-            return
-        job.setup()
-        values = read_ahead(todo, lambda entry: job.read(entry[1]), workers=job.read_workers)
-        with contextlib.closing(values):
-            for batch in _batches(values, max(1, job.batch_size)):
-                readable = [(entry, value) for entry, value in batch if not isinstance(value, BaseException)]
-                computed = iter(job.compute_batch([(entry[1], value) for entry, value in readable]))
-                for entry, value in batch:
-                    yield entry[0], value if isinstance(value, BaseException) else next(computed)
+        if todo:
+            job.setup()
+            yield from computed(job, todo)
+
+
+def computed(job: Job, todo: Sequence[tuple[int, Path]]) -> Iterator[tuple[int, Any]]:
+    """`(position, outcome or BadInputError)` in order: `todo` read ahead on threads, computed in batches.
+
+    The job must be set up; every executor computes through here, in whatever process holds the models.
+    """
+    values = read_ahead(todo, lambda entry: job.read(entry[1]), workers=job.read_workers)
+    with contextlib.closing(values):
+        for batch in _batches(values, max(1, job.batch_size)):
+            readable = [(entry[1], value) for entry, value in batch if not isinstance(value, BaseException)]
+            outcomes = iter(job.compute_batch(readable) if readable else [])
+            for entry, value in batch:
+                yield entry[0], value if isinstance(value, BaseException) else next(outcomes)
 
 
 def _batches(items: Iterator, size: int) -> Iterator[list]:

@@ -126,3 +126,26 @@ def no_network(monkeypatch):
     yield attempts
     if attempts:
         pytest.fail(f"test tried to reach the network: {attempts}")
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """One local Ray instance for the whole run (2 CPUs, no dashboard), shared by every `--cluster` test.
+
+    Its workers import test modules (the jobs some tests define), so they get the tests' import path.
+    """
+    ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'clipcli[ray]')")
+    import os
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parent
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level="ERROR",
+        _node_ip_address="127.0.0.1",
+    )
+    yield ray
+    ray.shutdown()

@@ -22,13 +22,13 @@ class Doubling(Job):
     bad_compute: set[str] = field(default_factory=set)
     full_disk: set[str] = field(default_factory=set)
     batch_size: int = 1
+    written: list[str] = field(default_factory=list)
     name = "doubling"
 
     def setup(self) -> None:
         self._model = 2
         self.setups = getattr(self, "setups", 0) + 1
         self.batches: list[int] = []
-        self.written: list[str] = []
 
     def done(self, path: Path) -> bool:
         return path.name in self.finished
@@ -39,6 +39,7 @@ class Doubling(Job):
         return int(path.name)
 
     def compute_batch(self, items):
+        assert items, "a batch of nothing reached the model"
         self.batches.append(len(items))
         return [
             BadInputError("model refused", path) if path.name in self.bad_compute else value * self._model
@@ -86,6 +87,12 @@ def test_inputs_reach_compute_in_batches_of_the_jobs_size_without_the_unreadable
     report = run_job(job, paths(*range(1, 9)))
     assert job.batches == [2, 3, 2] and job.setups == 1
     assert [r.data.get("doubled") for r in report.results] == [2, None, 6, 8, 10, 12, 14, 16]
+
+
+def test_a_batch_with_no_readable_input_never_reaches_the_model():
+    job = Doubling(batch_size=2, bad_read={"1", "2"})
+    report = run_job(job, paths(1, 2, 3))
+    assert job.batches == [1] and [r.status for r in report.results] == ["failed", "failed", "ok"]
 
 
 def test_a_job_with_nothing_to_do_never_loads_its_models():

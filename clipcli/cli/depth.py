@@ -13,7 +13,7 @@ from rich.table import Table
 from clipcli.batch import expand_inputs
 from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
-from clipcli.options import Colormap, OutputFolder, Overwrite, TrustCheckpoint, model_option
+from clipcli.options import Cluster, ClusterWorkers, Colormap, OutputFolder, Overwrite, TrustCheckpoint, model_option
 
 if TYPE_CHECKING:
     from clipcli.pipelines.depth import DepthSettings
@@ -91,9 +91,12 @@ def depth(
     out: OutputFolder = Path("."),
     overwrite: Overwrite = False,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.media.images import IMAGE_EXTENSIONS
     from clipcli.pipelines import depth as depth_pipeline
 
@@ -108,6 +111,7 @@ def depth(
         overwrite=overwrite,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [_depth_table(report)])
     report.raise_for_failures()
@@ -138,10 +142,13 @@ def depth_eval(
     ] = "auto",
     max_depth: Annotated[float, typer.Option("--max-depth", help="Valid ground truth below this (m); clamp.")] = 10.0,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
     """Evaluate DepthCLIP against ground truth: delta1-3, AbsRel, log10, RMSE (NYU protocol for 480x640)."""
+    from clipcli.cluster import executor_for
     from clipcli.pipelines import depth as depth_pipeline
 
     report = depth_pipeline.evaluate(
@@ -152,6 +159,7 @@ def depth_eval(
         max_depth=max_depth,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [_depth_eval_table(report.summary, depth_pipeline.METRICS)])
     report.raise_for_failures()
