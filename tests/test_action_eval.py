@@ -215,8 +215,8 @@ def test_a_video_listed_twice_exits_2_naming_both_lines(tmp_path, tiny_vit_path)
 
 def test_videos_share_forward_passes(videos, tiny_vit_path, tmp_path, monkeypatch):
     passes = []
-    real = action_eval.clip_probabilities
-    monkeypatch.setattr(action_eval, "clip_probabilities", lambda c, clips: passes.append(len(clips)) or real(c, clips))
+    real = action.classify_clips
+    monkeypatch.setattr(action, "classify_clips", lambda c, clips: passes.append(len(clips)) or real(c, clips))
     listing = tmp_path / "test.txt"
     listing.write_text("".join(f"videos/{video.name} {i}\n" for i, video in enumerate(videos)))
     result = run(listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS), "--frames", 4, "--json")

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from clipcli.errors import BadInputError
 from clipcli.media.frame_indices import sample_indices
@@ -167,18 +166,6 @@ def read_frame_folder(folder: Path, num_frames: int, frame_count: int | None) ->
 # ---------------------------------------------------------------- classifying
 
 
-@torch.no_grad()
-def clip_probabilities(classifier: action.Classifier, clips: Sequence[np.ndarray]) -> np.ndarray:
-    """`[B,C]` class probabilities of B clips of T frames each (sizes may differ), in one forward pass."""
-    c = classifier
-    device = next(c.model.parameters()).device
-    resolution = c.model.visual.input_resolution
-    pixels = torch.cat([action.preprocess_frames(frames, resolution, device) for frames in clips])
-    features = torch.cat([c.model.encode_image(part.to(c.model.dtype)) for part in pixels.split(action.ENCODE_BATCH)])
-    video = c.fusion(features.view(len(clips), c.num_frames, features.shape[-1]))
-    return action.class_probabilities(video, c.labels, c.model, text=c.text).cpu().numpy()
-
-
 @dataclass
 class ActionEvalJob(Job):
     """Each listed video's top-5 classes: clips decoded ahead on threads, classified a few per forward pass."""
@@ -206,7 +193,7 @@ class ActionEvalJob(Job):
         return read_clip(self.entries[path], self._classifier.num_frames)
 
     def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[dict]:
-        probabilities = clip_probabilities(self._classifier, [clip for _, clip in items])
+        probabilities = action.classify_clips(self._classifier, [clip for _, clip in items])
         return [self._scored(self.entries[path], row) for (path, _), row in zip(items, probabilities, strict=True)]
 
     def _scored(self, entry: Entry, probabilities: np.ndarray) -> dict:
