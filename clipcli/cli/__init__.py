@@ -14,7 +14,19 @@ from typing import Annotated
 import typer
 
 from clipcli import __version__
-from clipcli.cli import action, action_eval, audio, depth, features, models, point, retrieve, sketch, vqa_eval
+from clipcli.cli import (
+    action,
+    action_eval,
+    audio,
+    audio_eval,
+    depth,
+    features,
+    models,
+    point,
+    retrieve,
+    sketch,
+    vqa_eval,
+)
 
 app = typer.Typer(
     name="clipcli",
@@ -43,7 +55,7 @@ def main_callback(
     """clipcli: CLIP extensions from the terminal, faithful to the papers' code."""
 
 
-for family in (models, depth, audio, action, action_eval, sketch, retrieve, features, vqa_eval, point):
+for family in (models, depth, audio, audio_eval, action, action_eval, sketch, retrieve, features, vqa_eval, point):
     family.register(app)
 
 

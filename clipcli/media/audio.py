@@ -58,14 +58,29 @@ def load_audio(path: str | Path, sr: int) -> np.ndarray:
     (a WAV cut short says so with a TruncatedAudioWarning); a file where
     nothing decodes raises BadInputError.
     """
+    channels_first, orig_sr = _decode_checked(path)
+    mono = channels_first.mean(axis=0, dtype=np.float32)
+    return np.clip(resample(mono, orig_sr, sr), -1.0, 1.0)
+
+
+def load_channels(path: str | Path, sr: int) -> np.ndarray:
+    """Decode `path` to float32 `[channels, samples]` at `sr` Hz, each channel kept (and not clipped).
+
+    For evaluations whose official loader keeps stereo as two channels (UrbanSound8K).
+    """
+    channels_first, orig_sr = _decode_checked(path)
+    return resample(channels_first, orig_sr, sr)
+
+
+def _decode_checked(path: str | Path) -> tuple[np.ndarray, int]:
+    """Samples as float32 [channels, frames] and their rate, refusing files with no or non-finite samples."""
     _check_file(path)
     channels_first, orig_sr = _decode(path)
     if channels_first.shape[1] == 0:
         raise BadInputError("contains no audio samples", path)
     if not np.isfinite(channels_first).all():
         raise BadInputError("contains non-finite (NaN or infinite) samples", path)
-    mono = channels_first.mean(axis=0, dtype=np.float32)
-    return np.clip(resample(mono, orig_sr, sr), -1.0, 1.0)
+    return channels_first, orig_sr
 
 
 def resample(wave: np.ndarray, orig_sr: int, sr: int) -> np.ndarray:
