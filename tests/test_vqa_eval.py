@@ -10,6 +10,10 @@ from makers.images import draw_shapes_image, write_image
 from typer.testing import CliRunner
 
 from clipcli.cli import app
+from clipcli.media.images import load_image
+from clipcli.models import load_clip
+from clipcli.models.weights import file_sha256
+from clipcli.pipelines import vqa
 from clipcli.pipelines.vqa_eval import HumanAnswer, find_images, normalize_answer, percentage, question_accuracy
 
 runner = CliRunner()
@@ -105,11 +109,15 @@ def images_dir(tmp_path) -> Path:
     return folder
 
 
-def vqa_top_answer(image: Path, question: str, cli_model: list[str], *extra: str) -> str:
-    """What `clipcli vqa` answers for one image, in lower case as it is submitted."""
-    result = runner.invoke(app, ["vqa", str(image), question, "--top-k", "1", "--json", *extra, *cli_model])
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)["per_image"][0]["answer"].lower()
+def vqa_top_answer(model_path: Path, image: Path, question: str, answers: str | None = None) -> str:
+    """The answer `clipcli vqa` ranks first (its `score_answers` over its candidates), lower-cased as submitted."""
+    model, preprocess = load_clip(model_path, device="cpu")
+    names = vqa.resolve_answers(answers, vqa.rewrite_question(question)).names
+    pixels = [load_image(image)]
+    _, _, probabilities = vqa.score_answers(
+        model, preprocess, pixels, question, names, model_id=file_sha256(model_path)
+    )
+    return names[int(probabilities[0].argmax())].lower()
 
 
 def write_dataset(folder: Path, predictions: dict[int, str], questions: dict = QUESTIONS) -> tuple[Path, Path]:
@@ -138,9 +146,9 @@ def write_dataset(folder: Path, predictions: dict[int, str], questions: dict = Q
     return questions_file, annotations_file
 
 
-def vqa_predictions(images_dir: Path, cli_model: list[str], *extra: str) -> dict[int, str]:
+def vqa_predictions(images_dir: Path, model_path: Path, answers: str | None = None) -> dict[int, str]:
     return {
-        question_id: vqa_top_answer(images_dir / IMAGE_FILES[image_id], question, cli_model, *extra)
+        question_id: vqa_top_answer(model_path, images_dir / IMAGE_FILES[image_id], question, answers)
         for question_id, (image_id, question, _, _) in QUESTIONS.items()
     }
 
@@ -167,8 +175,8 @@ def answered(report: dict) -> dict[int, str]:
     return {q["question_id"]: q["answer"] for row in report["results"] for q in row.get("questions", [])}
 
 
-def test_vqa_eval_scores_vqas_own_answers_with_the_official_metric(tmp_path, images_dir, cli_model):
-    predictions = vqa_predictions(images_dir, cli_model)
+def test_vqa_eval_scores_vqas_own_answers_with_the_official_metric(tmp_path, images_dir, cli_model, tiny_vit_path):
+    predictions = vqa_predictions(images_dir, tiny_vit_path)
     questions_file, annotations_file = write_dataset(tmp_path, predictions)
 
     result = vqa_eval(questions_file, annotations_file, images_dir, "--json", *cli_model)
@@ -191,8 +199,8 @@ def test_vqa_eval_scores_vqas_own_answers_with_the_official_metric(tmp_path, ima
     assert scores == {qid: round(100 * SCORE_FOR_MATCHES[QUESTIONS[qid][3]], 2) for qid in QUESTIONS}
 
 
-def test_table_prints_ours_beside_the_published_tap_c_figure(tmp_path, images_dir, cli_model):
-    questions_file, annotations_file = write_dataset(tmp_path, vqa_predictions(images_dir, cli_model))
+def test_table_prints_ours_beside_the_published_tap_c_figure(tmp_path, images_dir, cli_model, tiny_vit_path):
+    questions_file, annotations_file = write_dataset(tmp_path, vqa_predictions(images_dir, tiny_vit_path))
 
     result = vqa_eval(questions_file, annotations_file, images_dir, *cli_model, env={"COLUMNS": "200"})
 
@@ -204,8 +212,8 @@ def test_table_prints_ours_beside_the_published_tap_c_figure(tmp_path, images_di
     assert "published: secondary source" in result.stdout
 
 
-def test_limit_takes_the_first_questions_by_question_id(tmp_path, images_dir, cli_model):
-    predictions = vqa_predictions(images_dir, cli_model)
+def test_limit_takes_the_first_questions_by_question_id(tmp_path, images_dir, cli_model, tiny_vit_path):
+    predictions = vqa_predictions(images_dir, tiny_vit_path)
     questions_file, annotations_file = write_dataset(tmp_path, predictions)
 
     result = vqa_eval(questions_file, annotations_file, images_dir, "--limit", "3", "--json", *cli_model)
@@ -218,8 +226,8 @@ def test_limit_takes_the_first_questions_by_question_id(tmp_path, images_dir, cl
     assert vqa_eval(questions_file, annotations_file, images_dir, "--limit", "0", *cli_model).exit_code == 2
 
 
-def test_missing_and_unreadable_images_skip_their_questions_and_exit_4(tmp_path, images_dir, cli_model):
-    predictions = vqa_predictions(images_dir, cli_model)
+def test_missing_and_unreadable_images_skip_their_questions_and_exit_4(tmp_path, images_dir, cli_model, tiny_vit_path):
+    predictions = vqa_predictions(images_dir, tiny_vit_path)
     with_missing = {**QUESTIONS, 700: (7, "Is there a dog?", "yes/no", 10), 701: (7, "How many cats?", "number", 10)}
     questions_file, annotations_file = write_dataset(tmp_path, predictions, with_missing)
 
@@ -248,10 +256,10 @@ def test_missing_and_unreadable_images_skip_their_questions_and_exit_4(tmp_path,
     assert unreadable["error"].startswith(str(images_dir / IMAGE_FILES[2]))
 
 
-def test_answers_option_gives_every_question_the_same_candidates(tmp_path, images_dir, cli_model):
+def test_answers_option_gives_every_question_the_same_candidates(tmp_path, images_dir, cli_model, tiny_vit_path):
     answers_file = tmp_path / "answers.txt"
     answers_file.write_text("red\nblue\n2\nyes\n")
-    predictions = vqa_predictions(images_dir, cli_model, "--answers", str(answers_file))
+    predictions = vqa_predictions(images_dir, tiny_vit_path, str(answers_file))
     questions_file, annotations_file = write_dataset(tmp_path, predictions)
 
     result = vqa_eval(
@@ -300,6 +308,19 @@ def test_questions_without_annotations_or_images_folder_exit_2(tmp_path, images_
     absent = tmp_path / "absent"
     result = vqa_eval(*write_dataset(tmp_path, {}), absent, *cli_model)
     assert result.exit_code == 2 and result.stderr.strip().startswith(f"error: {absent}: no such folder")
+
+
+def test_two_files_for_one_image_id_are_refused_naming_both(tmp_path, images_dir, cli_model):
+    for name in ("5.png", "img_5.png"):
+        write_image(images_dir / name, draw_shapes_image((32, 32), seed=5))
+    questions_file, annotations_file = write_dataset(tmp_path, {}, {500: (5, "Is it red?", "yes/no", 0)})
+
+    result = vqa_eval(questions_file, annotations_file, images_dir, *cli_model)
+
+    assert result.exit_code == 2
+    assert result.stderr.strip() == (
+        f"error: {images_dir}: image_id 5 matches 2 files (5.png, img_5.png); 1 question(s) skipped"
+    )
 
 
 def test_images_are_found_by_the_official_name_or_a_trailing_id(tmp_path):

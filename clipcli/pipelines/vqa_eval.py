@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import reprlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +183,7 @@ def _read_json(path: Path, key: str) -> list[dict]:
 def _field(entry: dict, name: str, kind: type, path: Path, position: int):
     value = entry.get(name)
     if not isinstance(value, kind) or isinstance(value, bool):
-        raise BadInputError(f"entry {position}: {name!r} should be a {kind.__name__}, got {value!r}", path)
+        raise BadInputError(f"entry {position}: {name!r} should be a {kind.__name__}, got {reprlib.repr(value)}", path)
     return value
 
 
