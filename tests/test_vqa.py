@@ -158,11 +158,11 @@ def test_run_ranks_each_image_by_score_answers_the_tested_scoring_function(tmp_p
     report = vqa.run(images, "What colour is the car?", answers="red,blue,green", model_name=str(tiny_vit_path),
                      device="cpu")  # fmt: skip
 
-    assert len(scored) == 2
-    for result, (_, statements, probabilities) in zip(report["per_image"], scored, strict=True):
-        expected = sorted(
-            zip(probabilities[0].tolist(), ["red", "blue", "green"], statements, strict=True), reverse=True
-        )
+    assert len(scored) == 1  # both images in one batch
+    _, statements, probabilities = scored[0]
+    assert len(probabilities) == 2
+    for result, row in zip(report.rows(), probabilities, strict=True):
+        expected = sorted(zip(row.tolist(), ["red", "blue", "green"], statements, strict=True), reverse=True)
         assert [(item["answer"], item["statement"]) for item in result["top"]] == [(a, s) for _, a, s in expected]
         assert [item["probability"] for item in result["top"]] == [round(p, 6) for p, _, _ in expected]
 
@@ -188,17 +188,17 @@ def test_vqa_cli(tmp_path, tiny_vit_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["kind"], report["template"], report["answers"]) == ("color", "the car is {answer}", 3)
-    top = report["per_image"][0]["top"]
+    top = report["results"][0]["top"]
     assert sorted(item["answer"] for item in top) == ["blue", "green", "red"]
     assert abs(sum(item["probability"] for item in top) - 1) < 1e-4
     assert [item["probability"] for item in top] == sorted((item["probability"] for item in top), reverse=True)
-    assert report["per_image"][0]["answer"] == top[0]["answer"]
+    assert report["results"][0]["answer"] == top[0]["answer"]
 
     yes_no = runner.invoke(app, ["vqa", str(image), "is there a car", "--top-k", "1", "--json", *common])
     assert yes_no.exit_code == 0, yes_no.output
     report = json.loads(yes_no.stdout)
     assert report["statements"] == {"yes": "there is a car", "no": "there is no car"}
-    assert len(report["per_image"][0]["top"]) == 1
+    assert len(report["results"][0]["top"]) == 1
 
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8 truncated")
@@ -206,6 +206,56 @@ def test_vqa_cli(tmp_path, tiny_vit_path):
     assert bad.exit_code == 2 and bad.stderr.strip().splitlines()[0].startswith(f"error: {broken}:")
     wrong = runner.invoke(app, ["vqa", str(image), "is it red", "--answers", "crimson", *common])
     assert wrong.exit_code == 2 and "--answers 'crimson'" in wrong.stderr
+
+
+def test_images_ranked_in_one_batch_rank_as_each_alone_and_a_bad_one_fails_alone(tmp_path, tiny_vit_path):
+    images = [tmp_path / f"street{seed}.png" for seed in (5, 6)]
+    for seed, path in zip((5, 6), images, strict=True):
+        write_image(path, draw_shapes_image((90, 120), seed=seed))
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8 truncated")
+    settings = {"answers": "red,blue,green", "model_name": str(tiny_vit_path), "device": "cpu"}
+    together = vqa.run([images[0], broken, images[1]], "What colour is the car?", **settings)
+    assert [row["status"] for row in together.rows()] == ["ok", "failed", "ok"]
+    assert together.rows()[1]["error"].startswith(f"{broken}:")
+    for image, row in zip(images, (together.rows()[0], together.rows()[2]), strict=True):
+        [alone] = vqa.run([image], "What colour is the car?", **settings).rows()
+        assert [item["answer"] for item in row["top"]] == [item["answer"] for item in alone["top"]]
+        assert [item["probability"] for item in row["top"]] == pytest.approx(
+            [item["probability"] for item in alone["top"]], abs=1e-5
+        )
+    assert together.summary == {
+        "question": "What colour is the car?",
+        "kind": "color",
+        "template": "the car is {answer}",
+        "statements": None,
+        "answer_set": "list",
+        "answers": 3,
+        "model": str(tiny_vit_path),
+    }
+    with pytest.raises(BadInputError, match="^top_k: must be at least 1$"):
+        vqa.run(images, "What colour is the car?", top_k=0, **settings)
+
+
+def test_cli_names_the_answers_flag_of_a_bad_answer_set_in_one_line(tmp_path, tiny_vit_path):
+    image = tmp_path / "street.png"
+    write_image(image, draw_shapes_image((100, 140), seed=7))
+    result = runner.invoke(app, ["vqa", str(image), "is it red", "--answers", "crimson", "--model",
+                                 str(tiny_vit_path), "--device", "cpu"])  # fmt: skip
+    assert result.exit_code == 2
+    [line] = result.stderr.splitlines()
+    assert line.startswith("error: --answers 'crimson': not a built-in set (yesno, colors, counts, objects)")
+
+
+def test_cli_table_heads_with_the_question_facts_and_lists_each_answer(tmp_path, tiny_vit_path):
+    image = tmp_path / "street.png"
+    write_image(image, draw_shapes_image((100, 140), seed=7))
+    result = runner.invoke(app, ["vqa", str(image), "is there a car", "--model", str(tiny_vit_path), "--device",
+                                 "cpu"], env={"COLUMNS": "200"})  # fmt: skip
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "yesno question; 2 answers (yesno); statement: yes: there is a car / no: there is no car"
+    assert any("there is no car" in line and "no" in line.split() for line in lines[1:])
 
 
 def test_data_files_are_complete():

@@ -10,7 +10,7 @@ from rich.console import RenderableType
 from rich.markup import escape
 from rich.table import Table
 
-from clipcli.batch import expand_inputs, raise_for_failures
+from clipcli.batch import expand_inputs
 from clipcli.cli_support import Common, command, show
 from clipcli.options import (
     Dtype,
@@ -156,13 +156,14 @@ def vqa(
         trust_checkpoint=trust_checkpoint,
     )
     show(common, report, lambda: _vqa_output(report))
-    raise_for_failures(report["per_image"])
+    report.raise_for_failures()
 
 
-def _vqa_output(report: dict) -> list[RenderableType]:
-    statement = report["template"] or f"yes: {report['statements']['yes']} / no: {report['statements']['no']}"
-    heading = f"{report['kind']} question; {report['answers']} answers ({report['answer_set']}); statement: {statement}"
-    return [heading, *(_vqa_table(row) for row in report["per_image"])]
+def _vqa_output(report: Report) -> list[RenderableType]:
+    facts = report.summary
+    statement = facts["template"] or f"yes: {facts['statements']['yes']} / no: {facts['statements']['no']}"
+    heading = f"{facts['kind']} question; {facts['answers']} answers ({facts['answer_set']}); statement: {statement}"
+    return [heading, *(_vqa_table(row) for row in report.rows())]
 
 
 def _vqa_table(row: dict) -> Table:

@@ -38,19 +38,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from clipcli.batch import run_batch
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.media.images import load_image
 from clipcli.media.labels import Labels, packaged_lines, read_labels
 from clipcli.models import load_clip
 from clipcli.models.text_cache import text_embeddings
 from clipcli.models.weights import file_sha256, resolve_weights
+from clipcli.runner import Executor, Job, Report, run_job
 
 FALLBACK = "a photo of {answer}"
 SLOT = "{answer}"
 ANSWER_SETS = ("yesno", "colors", "counts", "objects")
 SET_FOR_KIND = {"yesno": "yesno", "color": "colors", "count": "counts"}  # every other kind: objects
 YES, NO = "yes", "no"
+IMAGES_PER_BATCH = 8
 
 BE = {"is", "are", "was", "were"}
 DO = {"do", "does", "did"}
@@ -366,6 +367,58 @@ def score_answers(
     return rewrite, statements, answer_probabilities(encode_images(model, preprocess, images), text, scale)
 
 
+def ranked_answers(probabilities: torch.Tensor, answers: Sequence[str], statements: Sequence[str], top_k: int) -> dict:
+    """One image's best answer and its `top_k` answers by probability, each with the statement it was scored by."""
+    values, order = probabilities.cpu().topk(min(top_k, len(answers)))
+    top = [{"answer": answers[i], "probability": round(float(p), 6), "statement": statements[i]}
+           for p, i in zip(values.tolist(), order.tolist(), strict=True)]  # fmt: skip
+    return {"answer": top[0]["answer"], "top": top}
+
+
+@dataclass
+class VqaJob(Job):
+    """Answers ranked for each image: images decoded on read-ahead threads, several per CLIP batch."""
+
+    question: str
+    answers: Labels
+    top_k: int = 5
+    model_name: str = "ViT-B/16"
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    name = "vqa"
+    batch_size = IMAGES_PER_BATCH
+    read_workers = 2
+
+    def setup(self) -> None:
+        self._model, self._preprocess = load_clip(self.model_name, self.device, trust_checkpoint=self.trust_checkpoint)
+        self._model_id = file_sha256(resolve_weights(self.model_name))
+
+    def read(self, path: Path) -> np.ndarray:
+        return load_image(path)
+
+    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[dict]:
+        if not items:
+            return []
+        images = [pixels for _, pixels in items]
+        _, statements, probabilities = score_answers(
+            self._model, self._preprocess, images, self.question, self.answers.names, model_id=self._model_id
+        )
+        return [ranked_answers(row, self.answers.names, statements, self.top_k) for row in probabilities]
+
+    def summary(self) -> dict:
+        rewrite = rewrite_question(self.question)
+        yes_no = rewrite.kind == "yesno"
+        return {
+            "question": self.question,
+            "kind": rewrite.kind,
+            "template": None if yes_no else rewrite.template,
+            "statements": {YES: rewrite.template, NO: rewrite.negative} if yes_no else None,
+            "answer_set": self.answers.source,
+            "answers": len(self.answers.names),
+            "model": self.model_name,
+        }
+
+
 def run(
     images: Sequence[Path],
     question: str,
@@ -375,31 +428,12 @@ def run(
     model_name: str = "ViT-B/16",
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> dict:
-    """Rank candidate answers for each image; a report with one result per image (failures included)."""
+    executor: Executor | None = None,
+) -> Report:
+    """Rank candidate answers for each image; one result per image (failures included), the question in the summary."""
     if top_k < 1:
-        raise BadInputError("--top-k must be at least 1")
-    rewrite = rewrite_question(question)
-    source, candidates = resolve_answers(answers, rewrite)
-    model, preprocess = load_clip(model_name, device, trust_checkpoint=trust_checkpoint)
-    model_id = file_sha256(resolve_weights(model_name))
-
-    def process(image: Path) -> dict:
-        pixels = [load_image(image)]
-        _, statements, probabilities = score_answers(model, preprocess, pixels, question, candidates, model_id=model_id)
-        values, order = probabilities[0].cpu().topk(min(top_k, len(candidates)))
-        top = [{"answer": candidates[i], "probability": round(float(p), 6), "statement": statements[i]}
-               for p, i in zip(values.tolist(), order.tolist(), strict=True)]  # fmt: skip
-        return {"answer": top[0]["answer"], "top": top}
-
-    results = run_batch(images, process, description="vqa")
-    return {
-        "question": question,
-        "kind": rewrite.kind,
-        "template": rewrite.template if rewrite.kind != "yesno" else None,
-        "statements": {YES: rewrite.template, NO: rewrite.negative} if rewrite.kind == "yesno" else None,
-        "answer_set": source,
-        "answers": len(candidates),
-        "model": model_name,
-        "per_image": results,
-    }
+        raise ParameterError("top_k", "must be at least 1")
+    candidates = resolve_answers(answers, rewrite_question(question))
+    job = VqaJob(question, candidates, top_k=top_k, model_name=model_name, device=device,
+                 trust_checkpoint=trust_checkpoint)  # fmt: skip
+    return run_job(job, images, executor=executor)
