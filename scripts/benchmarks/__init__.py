@@ -27,6 +27,7 @@ from clipcli.models.device import resolve_device  # noqa: E402
 from .action import bench_action  # noqa: E402
 from .audio import bench_audio  # noqa: E402
 from .clip import bench_clip  # noqa: E402
+from .cluster import bench_cluster  # noqa: E402
 from .common import ARCHITECTURES  # noqa: E402
 from .decode import bench_decode  # noqa: E402
 from .depth import bench_depth  # noqa: E402
@@ -39,6 +40,7 @@ from .startup import bench_startup  # noqa: E402
 BENCHMARKS: dict[str, Callable[[argparse.Namespace, torch.device], list[dict]]] = {
     "retrieve": bench_retrieve,
     "clip": bench_clip,
+    "cluster": bench_cluster,
     "decode": bench_decode,
     "depth": bench_depth,
     "point": bench_point,
