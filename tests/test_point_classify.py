@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import importlib.util
 import json
 import pickle
@@ -22,7 +23,7 @@ from makers.points import cube_points, cylinder_points, sphere_points, write_npy
 from typer.testing import CliRunner
 
 from clipcli.cli import app
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.media import h5clouds
 from clipcli.media.h5clouds import read_h5_clouds
 from clipcli.media.points import load_points
@@ -409,6 +410,7 @@ def test_usage_errors_exit_2_before_loading_a_model(tmp_path):
         (("--subsample", "grid"), "'grid' is not one of"),
         (("--up-axis", "x"), "'x' is not one of"),
         (("--prompts", "paper:vit_l14"), "not for 'vit_l14'"),
+        (("--projection", "v1", "--prompts", "paper:rn50"), "--prompts paper:rn50: PointCLIP V1 has a single template"),
     ):
         result, _ = invoke("point-classify", cloud, "--model", tmp_path / "absent.pt", *args)
         assert result.exit_code == 2 and message in result.stderr, (args, result.stderr)
@@ -461,3 +463,117 @@ def test_help_states_the_fps_pool_and_its_seed(command):
     pool = f"{FPS_POOL_MULTIPLE} x --points"
     assert f"a cloud of over {pool} points is searched among {pool} of its points drawn at random" in text
     assert "seeded by --seed" in text
+
+
+# ---------------------------------------------------------------- errors name what the caller gave
+
+
+def bad_settings():
+    """Calls that refuse one setting each, as point-classify and point-eval make them."""
+    labels = point.load_label_set("modelnet40")
+    return [
+        lambda: CloudOptions(points=0).check(),
+        lambda: CloudOptions(sampling="grid").check(),
+        lambda: CloudOptions(up_axis="x").check(),
+        lambda: point.check_settings(labels, "v3", "template", "uniform", CloudOptions()),
+        lambda: point.check_settings(labels, "v2", "fancy", "uniform", CloudOptions()),
+        lambda: point.check_settings(labels, "v1", "paper:rn50", "uniform", CloudOptions()),
+        lambda: point.check_settings(labels, "v2", "template", "1,2", CloudOptions()),
+        lambda: point.check_settings(labels, "v1", "template", "paper", CloudOptions()),
+        lambda: point.check_settings(["a", "b"], "v2", "template", "paper", CloudOptions()),
+        lambda: point.check_settings(labels, "v2", "template", "paper:vit_l14", CloudOptions()),
+        lambda: point.classify([], labels=labels, top_k=0),
+    ]
+
+
+@pytest.mark.parametrize("command", ["point-classify", "point-eval"])
+def test_every_setting_error_names_a_flag_the_command_has(command):
+    from typer.main import get_command
+
+    from clipcli.cli import point as point_cli
+
+    flags = {opt for param in get_command(app).commands[command].params for opt in param.opts}
+    for refuse in bad_settings():
+        with pytest.raises(ParameterError) as caught:
+            refuse()
+        flag = caught.value.for_flag(point_cli.FLAGS).split()[0]
+        assert flag in flags or (command, flag) == ("point-eval", "--top-k"), caught.value
+
+
+def test_a_bad_subsample_names_subsample_on_the_command_line_and_sampling_in_python():
+    from clipcli.cli import point as point_cli
+
+    with pytest.raises(ParameterError) as caught:
+        CloudOptions(sampling="grid").check()
+    assert str(caught.value) == "sampling: 'grid': choose one of fps, random, first"
+    assert caught.value.for_flag(point_cli.FLAGS) == "--subsample 'grid': choose one of fps, random, first"
+
+
+def test_bad_settings_say_their_flag_in_one_line(tmp_path):
+    cloud = write_npy(tmp_path / "c.npy", sphere_points(50, 0))
+    result, _ = invoke("point-classify", cloud, "--points", "0", "--model", tmp_path / "absent.pt")
+    assert result.exit_code == 2 and result.stderr == "error: --points must be at least 1, got 0\n"
+    result, _ = invoke("point-eval", write_h5(tmp_path / "s.h5", [sphere_points(50, 0)], [1]), "--view-weights", "1,2")
+    assert result.exit_code == 2
+    assert result.stderr == "error: --view-weights '1,2': v2 has 10 views; give 10 weights >= 0\n"
+
+
+# ---------------------------------------------------------------- one result per cloud
+
+
+def test_a_views_picture_that_cannot_be_written_fails_that_cloud_only(tmp_path, tiny_vit_path, monkeypatch):
+    clouds = [write_npy(tmp_path / f"{name}.npy", maker(300, 0)) for name, maker in (("ball", sphere_points),
+              ("box", cube_points), ("can", cylinder_points))]  # fmt: skip
+    write_png = point.write_png
+
+    def disk_full_for_the_box(path, picture):
+        if path.name == "box_views.png":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        write_png(path, picture)
+
+    monkeypatch.setattr(point, "write_png", disk_full_for_the_box)
+    out = tmp_path / "views"
+    result, rows = invoke("point-classify", *clouds, "--points", "64", "--save-views", "--out", out,
+                          "--model", tiny_vit_path, "--device", "cpu", "--json")  # fmt: skip
+    assert result.exit_code == 4
+    assert [row["status"] for row in rows] == ["ok", "failed", "ok"]
+    assert sorted(p.name for p in out.iterdir()) == ["ball_views.png", "can_views.png"]
+    failure = f"error: {clouds[1]}: No space left on device ({out / 'box_views.png'})"
+    assert result.stderr.splitlines() == [failure, "error: 1 of 3 inputs failed"]
+
+
+def test_a_bad_shape_fails_alone_and_the_rest_of_its_set_is_scored(tmp_path, tiny_vit_path):
+    broken = sphere_points(200, 1)
+    broken[5] = np.nan
+    path = write_h5(tmp_path / "set.h5", [cube_points(200, 0), broken, cylinder_points(200, 2)], [7, 0, 8])
+    result = runner.invoke(app, ["point-eval", str(path), "--model", str(tiny_vit_path), "--device", "cpu", "--json"])
+    assert result.exit_code == 4
+    report = json.loads(result.stdout)
+    assert report["command"] == "point-eval" and report["counts"] == {"ok": 2, "skipped": 0, "failed": 1}
+    assert [row["input"] for row in report["results"]] == [f"{path}[{i}]" for i in range(3)]
+    failed = report["results"][1]
+    assert failed["status"] == "failed" and failed["error"] == f"{path}[1]: the cloud has NaN or infinite coordinates"
+    ok = [row for row in report["results"] if row["status"] == "ok"]
+    assert [row["label"] for row in ok] == ["car", "chair"] and all(len(row["predictions"]) == 5 for row in ok)
+    hits = [row["predictions"][0] == row["label"] for row in ok]
+    top5 = [row["label"] in row["predictions"] for row in ok]
+    assert report["shapes"] == 2 and report["top1"] == pytest.approx(100 * np.mean(hits))
+    assert report["top5"] == pytest.approx(100 * np.mean(top5))
+
+
+def test_clouds_are_scored_in_batches_of_batch_size(tmp_path, tiny_vit_path, monkeypatch):
+    sizes = []
+    compute_batch = point.PointJob.compute_batch
+
+    def recording(job, items):
+        sizes.append(len(items))
+        return compute_batch(job, items)
+
+    monkeypatch.setattr(point.PointJob, "compute_batch", recording)
+    monkeypatch.setattr(point, "CLOUD_BATCH", 3)
+    path = write_h5(tmp_path / "set.h5", [sphere_points(100, s) for s in range(7)])
+    report = point.classify([path], labels=["a", "b"], model_name=str(tiny_vit_path), device="cpu",
+                            options=CloudOptions(points=32))  # fmt: skip
+    assert sizes == [3, 3, 1] and len(report.ok) == 7
+    assert report.summary == {"model": str(tiny_vit_path), "projection": "v2", "prompts": "template",
+                              "view_weights": "uniform"}  # fmt: skip

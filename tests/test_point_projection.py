@@ -84,7 +84,7 @@ def test_v1_few_shot_views_render_at_224_from_distance_1_4():
     assert maps.shape == (2, 10, 224, 224)
     torch.testing.assert_close(maps[:, :, 112, 112], torch.full((2, 10), 1.4))  # the origin: centre of every view
     assert torch.count_nonzero(maps) == 20
-    with pytest.raises(BadInputError, match="views must be one of"):
+    with pytest.raises(BadInputError, match="^views: 'side': choose one of zero-shot, few-shot$"):
         project_v1(torch.zeros(1, 1, 3), views="side")
 
 

@@ -595,7 +595,7 @@ def test_unknown_extension_lists_the_supported_ones(tmp_path):
 def test_extension_is_case_insensitive_and_mesh_samples_must_be_positive(tmp_path, cloud):
     path = write_ply(tmp_path / "LOUD.PLY", cloud, binary="little")
     np.testing.assert_array_equal(load_points(path), cloud)
-    with pytest.raises(BadInputError, match="mesh_samples must be at least 1"):
+    with pytest.raises(BadInputError, match="^mesh_samples: must be at least 1, got 0$"):
         load_points(path, mesh_samples=0)
 
 

@@ -24,7 +24,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.media.mesh_files import MESH_FILE_TYPES, MeshFileError, read_mesh_file
 
 SUPPORTED_POINT_EXTENSIONS = (
@@ -56,7 +56,7 @@ def load_points(path: str | Path, *, mesh_samples: int = 10_000, seed: int = 0) 
     file and seed give the same points.
     """
     if mesh_samples < 1:
-        raise BadInputError(f"mesh_samples must be at least 1, got {mesh_samples}")
+        raise ParameterError("mesh_samples", f"must be at least 1, got {mesh_samples}")
     path = Path(path)
     vertices, triangles = load_mesh(path)
     finite = np.isfinite(vertices).all(axis=1)

@@ -315,7 +315,7 @@ def check_settings(labels: Sequence[str], projection: str, prompts: str, weights
             _paper_dataset(labels, parameter)
     if projection == "v1" or not weights.startswith("paper"):
         view_weights(weights, projection)
-    if not prompts.startswith("paper"):
+    if projection == "v1" or not prompts.startswith("paper"):
         class_prompts(labels, projection, prompts)
 
 

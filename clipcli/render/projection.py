@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.render.v2_params import (
     MAX_COORDINATE,
     V2_DEPTH,
@@ -132,7 +132,7 @@ def project_v1(points: torch.Tensor, views: str = "zero-shot") -> torch.Tensor:
     (0 where empty), so farther is brighter.
     """
     if views not in V1_VIEWS:
-        raise BadInputError(f"views must be one of {', '.join(V1_VIEWS)}, got {views!r}")
+        raise ParameterError("views", f"{views!r}: choose one of {', '.join(V1_VIEWS)}")
     spec = V1_VIEWS[views]
     points = _check_points(points)
     batch, count, _ = points.shape
