@@ -184,7 +184,7 @@ def check_accuracies(report: dict, expected: list[dict]) -> None:
         assert (fold["top1"], fold["top5"]) == pytest.approx(per_fold[fold["fold"]])
         assert fold["clips"] == sum(e["fold"] == fold["fold"] for e in expected)
     assert (report["overall"]["top1"], report["overall"]["top5"]) == pytest.approx((top1, top5))
-    rows = {row["input"]: row for row in report["per_clip"]}
+    rows = {row["input"]: row for row in report["results"]}
     for e in expected:
         assert rows[e["input"]]["predicted"][0] == e["top"] and rows[e["input"]]["top1"] == (e["rank"] == 0)
 
@@ -203,13 +203,14 @@ def test_esc50_accuracies_per_fold_and_mean_over_folds_equal_the_model_scored_by
     assert report["overall"]["top1"] == pytest.approx((50.0 + 25.0) / 2)
     assert report["overall"]["top5"] == pytest.approx((50.0 + 75.0) / 2)
     assert report["published"]["top1"] == 69.40 and "AudioCLIP" in report["published"]["source"]
-    assert [row["fold"] for row in report["per_clip"]] == [1, 1, 2, 2, 2, 2]  # fold by fold, CSV order within
-    assert set(report["per_clip"][0]) == {"input", "status", "fold", "label", "predicted", "top1", "top5"}
-    assert report["per_clip"][1]["label"] == ESC50_CLASSES[expected[3]["class_id"]].replace("_", " ")
+    assert [row["fold"] for row in report["results"]] == [1, 1, 2, 2, 2, 2]  # fold by fold, CSV order within
+    assert set(report["results"][0]) == {"input", "status", "fold", "label", "predicted", "top1", "top5"}
+    assert report["results"][1]["label"] == ESC50_CLASSES[expected[3]["class_id"]].replace("_", " ")
     assert set(report) == {
-        "dataset", "root", "checkpoint", "labels", "clips", "skipped", "folds", "overall", "averaging", "published",
-        "per_clip",
+        "command", "dataset", "root", "checkpoint", "labels", "clips", "skipped", "folds", "overall", "averaging",
+        "published", "counts", "results",
     }  # fmt: skip
+    assert report["command"] == "audio-eval" and report["counts"] == {"ok": 6, "skipped": 0, "failed": 0}
 
 
 def test_us8k_stereo_4s_rescaled_accuracies_equal_the_model_scored_by_hand(us8k, checkpoint):
@@ -294,7 +295,13 @@ def test_corrupt_wav_is_reported_and_skipped_and_the_rest_still_scored(esc50, ch
     result = run_eval(str(root), "--checkpoint", str(checkpoint), "--folds", "1", "--json")
     assert result.exit_code == 4
     report = json.loads(result.stdout)
-    assert [row["status"] for row in report["per_clip"]] == ["ok", "failed"] and report["skipped"] == 1
+    assert [row["status"] for row in report["results"]] == ["ok", "failed"] and report["skipped"] == 1
+    assert report["results"][1] == {
+        "input": str(bad),
+        "status": "failed",
+        "error": report["results"][1]["error"],
+        "fold": 1,
+    }
     assert report["folds"] == [{"fold": 1, "clips": 1, "top1": 100.0, "top5": 100.0}]  # 1-101-A: rank 0
     assert (
         f"error: {bad}: " in result.stderr and result.stderr.strip().splitlines()[-1] == "error: 1 of 2 inputs failed"
@@ -340,3 +347,11 @@ def test_channels_are_kept_apart_and_resampled_for_us8k(tmp_path):
     sf.write(path, np.stack([left, np.zeros(22050)], axis=1), 22050, subtype="PCM_16")
     wave = load_channels(path, SR)
     assert wave.shape == (2, 44100) and not wave[1].any() and np.abs(wave[0]).max() == pytest.approx(0.5, abs=0.01)
+
+
+def test_a_clip_listed_twice_in_the_metadata_exits_2(tmp_path):
+    (tmp_path / "meta").mkdir()
+    rows = ["filename,fold,target,category,esc10,src_file,take", "a.wav,1,0,dog,False,1,A", "a.wav,1,0,dog,False,1,A"]
+    (tmp_path / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with pytest.raises(BadInputError, match=r"esc50\.csv: line 3: a\.wav is listed twice"):
+        audio_eval.read_dataset(tmp_path)

@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from clipcli.batch import raise_for_failures
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
 from clipcli.options import Choice, TrustCheckpoint, batch_size_option
@@ -65,25 +64,24 @@ def audio_eval(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
     )
-    show(common, report, lambda: [accuracy_table(report)])
-    raise_for_failures(report["per_clip"])
+    show(common, report, lambda: [accuracy_table(report.summary)])
+    report.raise_for_failures()
 
 
-def accuracy_table(report: dict) -> Table:
+def accuracy_table(summary: dict) -> Table:
     """Per-fold rows, the overall mean, and the published figure."""
-    title = (
-        f"AudioCLIP zero-shot on {report['dataset']}: {report['overall']['clips']} clip(s), {report['skipped']} skipped"
-    )
+    scored, skipped = summary["overall"]["clips"], summary["skipped"]
+    title = f"AudioCLIP zero-shot on {summary['dataset']}: {scored} clip(s), {skipped} skipped"
     table = Table(title=title, title_justify="left")
     for column in ("", "clips", "top-1 %", "top-5 %"):
         table.add_column(column, justify="right" if column else "left")
-    for fold in report["folds"]:
+    for fold in summary["folds"]:
         table.add_row(f"fold {fold['fold']}", str(fold["clips"]), f"{fold['top1']:.2f}", f"{fold['top5']:.2f}")
-    overall = report["overall"]
+    overall = summary["overall"]
     if overall["folds"]:
         cells = (str(overall["clips"]), f"{overall['top1']:.2f}", f"{overall['top5']:.2f}")
         table.add_row(f"this run (mean of {overall['folds']} fold(s))", *cells)
-    table.add_row("paper (zero-shot)", "-", f"{report['published']['top1']:.2f}", "-")
+    table.add_row("paper (zero-shot)", "-", f"{summary['published']['top1']:.2f}", "-")
     return table
 
 

@@ -16,7 +16,6 @@ accuracies, so "overall" here is that mean, each fold weighing the same.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,15 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from clipcli import ui
-from clipcli.batch import failed_row
 from clipcli.errors import BadInputError
 from clipcli.media.audio import load_audio, load_channels
 from clipcli.models.audio_tower import SAMPLE_RATE
 from clipcli.models.audioclip import AudioCLIP
 from clipcli.models.weights import resolve_weights
 from clipcli.pipelines.audio import DEFAULT_CHECKPOINT, INT16_SCALE, encode_texts, load_audioclip, zero_shot_scores
-from clipcli.prefetch import read_ahead
+from clipcli.runner import Executor, Job, Report, run_job
 
 ESC50_LENGTH = 220500  # 5 s at 44.1 kHz (protocols/audioclip-esc50.json)
 US8K_LENGTH = 176400  # 4 s at 44.1 kHz (protocols/audioclip-us8k.json, us8k.py's cut)
@@ -139,6 +136,7 @@ def _metadata_rows(csv_path: Path, layout: Layout) -> list[tuple[int, dict]]:
     if not table or missing:
         raise BadInputError(f"no {', '.join(missing or needed)} column(s): not the {layout.title} metadata", csv_path)
     rows = []
+    seen: set[tuple[str, int]] = set()
     for line, row in enumerate(table, 2):
         try:
             fold, class_id = int(row["fold"]), int(row[layout.class_column])
@@ -148,6 +146,10 @@ def _metadata_rows(csv_path: Path, layout: Layout) -> list[tuple[int, dict]]:
         filename = (row[layout.file_column] or "").strip()
         if not filename or not name:
             raise BadInputError(f"line {line}: empty {layout.file_column} or {layout.name_column}", csv_path)
+        where = (filename, fold if layout.name == "us8k" else 0)
+        if where in seen:
+            raise BadInputError(f"line {line}: {filename} is listed twice", csv_path)
+        seen.add(where)
         rows.append((line, {"file": filename, "fold": fold, "class_id": class_id, "name": name, "csv": csv_path}))
     return rows
 
@@ -279,6 +281,34 @@ def accuracies(records: Sequence[dict], folds: Sequence[int]) -> tuple[list[dict
 # ---------------------------------------------------------------- the run
 
 
+@dataclass
+class AudioEvalJob(Job):
+    """Each clip prepared as its dataset's official loader does, scored in batches against the class names."""
+
+    dataset: str
+    labels: list[str]
+    clips: dict[Path, Clip]
+    checkpoint: str = DEFAULT_CHECKPOINT
+    device: str = "auto"
+    trust_checkpoint: bool = False
+    batch_size: int = 16
+    name = "audio-eval"
+    read_workers = 2
+
+    def setup(self) -> None:
+        self._model = load_audioclip(
+            resolve_weights(self.checkpoint).resolve(), self.device, trust_checkpoint=self.trust_checkpoint
+        )
+        self._label_features = encode_texts(self._model, self.labels, LAYOUTS[self.dataset].metadata)
+
+    def read(self, path: Path) -> np.ndarray:
+        return READERS[self.dataset](path)
+
+    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[dict]:
+        scores = clip_scores(self._model, [wave for _, wave in items], self._label_features)
+        return [clip_record(self.clips[path], row, self.labels) for (path, _), row in zip(items, scores, strict=True)]
+
+
 def evaluate(
     root: Path,
     *,
@@ -289,54 +319,37 @@ def evaluate(
     batch_size: int = 16,
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> dict:
-    """Zero-shot top-1/top-5 per fold and overall, beside the published figure; one row per clip."""
+    executor: Executor | None = None,
+) -> Report:
+    """Zero-shot top-1/top-5 per fold and overall, beside the published figure; one result per clip."""
     if batch_size < 1:
         raise BadInputError(f"--batch-size {batch_size}: must be at least 1")
     eval_set = read_dataset(root, dataset)
     clips = select_clips(eval_set, folds, limit)
-    model = load_audioclip(resolve_weights(checkpoint).resolve(), device, trust_checkpoint=trust_checkpoint)
-    label_features = encode_texts(model, eval_set.labels, eval_set.layout.metadata)
-    read = READERS[eval_set.layout.name]
-
-    rows: list[dict | None] = [None] * len(clips)
-    pending: list[tuple[int, np.ndarray]] = []
-    with ui.progress() as bar:
-        task = bar.add_task("audio-eval", total=len(clips))
-
-        def flush() -> None:
-            scores = clip_scores(model, [wave for _, wave in pending], label_features)
-            for (index, _), clip_score in zip(pending, scores, strict=True):
-                record = clip_record(clips[index], clip_score, eval_set.labels)
-                rows[index] = {"input": str(clips[index].path), "status": "ok", **record}
-                bar.advance(task)
-            pending.clear()
-
-        waves = read_ahead(range(len(clips)), lambda index: read(clips[index].path), workers=2, ahead=2 * batch_size)
-        with contextlib.closing(waves):
-            for index, wave in waves:
-                if isinstance(wave, BadInputError):
-                    rows[index] = {**failed_row(clips[index].path, wave), "fold": clips[index].fold}
-                    bar.advance(task)
-                    continue
-                pending.append((index, wave))
-                if len(pending) == batch_size:
-                    flush()
-            if pending:
-                flush()
-
-    scored = [row for row in rows if row is not None and row["status"] == "ok"]
-    per_fold, overall = accuracies(scored, sorted({clip.fold for clip in clips}))
-    return {
+    job = AudioEvalJob(
+        eval_set.layout.name,
+        eval_set.labels,
+        {clip.path: clip for clip in clips},
+        checkpoint=checkpoint,
+        device=device,
+        trust_checkpoint=trust_checkpoint,
+        batch_size=batch_size,
+    )
+    report = run_job(job, [clip.path for clip in clips], executor=executor)
+    for result, clip in zip(report.results, clips, strict=True):
+        if result.status != "ok":
+            result.data = {"fold": clip.fold}
+    per_fold, overall = accuracies([result.data for result in report.ok], sorted({clip.fold for clip in clips}))
+    report.summary = {
         "dataset": eval_set.layout.name,
         "root": str(root),
         "checkpoint": checkpoint,
         "labels": len(eval_set.labels),
         "clips": len(clips),
-        "skipped": len(clips) - len(scored),
+        "skipped": len(clips) - len(report.ok),
         "folds": per_fold,
         "overall": overall,
         "averaging": "mean of the per-fold accuracies, as the paper's cross-validation",
         "published": {**PUBLISHED[eval_set.layout.name], "source": PUBLISHED_SOURCE},
-        "per_clip": rows,
     }
+    return report
