@@ -132,6 +132,10 @@ Cluster = Annotated[
         "are written here. Needs pip install 'clipcli[ray]'.",
     ),
 ]
+Html = Annotated[
+    Path | None,
+    typer.Option("--html", metavar="FILE", help="Also write a self-contained HTML page of the results to FILE."),
+]
 OutputFolder = Annotated[Path, out_option()]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")]
 TrustCheckpoint = Annotated[

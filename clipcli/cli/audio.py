@@ -10,9 +10,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
+from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
-from clipcli.options import TopK, TrustCheckpoint, batch_size_option, labels_option
+from clipcli.options import Html, TopK, TrustCheckpoint, batch_size_option, labels_option
 
 if TYPE_CHECKING:
     from clipcli.runner import Report
@@ -90,6 +91,7 @@ def audio_tag(
     ] = False,
     batch_size: Annotated[int, batch_size_option("Audio windows")] = 16,
     trust_checkpoint: TrustCheckpoint = False,
+    html: Html = None,
     *,
     common: Common,
 ) -> None:
@@ -113,6 +115,7 @@ def audio_tag(
         trust_checkpoint=trust_checkpoint,
     )
     show(common, report, lambda: tag_tables(report.as_json()))
+    write_html(html, report)
     _raise_for_failures(report)
 
 

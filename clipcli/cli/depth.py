@@ -11,9 +11,19 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
+from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
-from clipcli.options import Cluster, ClusterWorkers, Colormap, OutputFolder, Overwrite, TrustCheckpoint, model_option
+from clipcli.options import (
+    Cluster,
+    ClusterWorkers,
+    Colormap,
+    Html,
+    OutputFolder,
+    Overwrite,
+    TrustCheckpoint,
+    model_option,
+)
 
 if TYPE_CHECKING:
     from clipcli.pipelines.depth import DepthSettings
@@ -93,6 +103,7 @@ def depth(
     trust_checkpoint: TrustCheckpoint = False,
     cluster: Cluster = None,
     workers: ClusterWorkers = None,
+    html: Html = None,
     *,
     common: Common,
 ) -> None:
@@ -114,6 +125,7 @@ def depth(
         executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [_depth_table(report)])
+    write_html(html, report)
     report.raise_for_failures()
 
 

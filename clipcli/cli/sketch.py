@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
+from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
-from clipcli.options import Animation, OutputFolder, Overwrite, TrustCheckpoint, model_option
+from clipcli.options import Animation, Html, OutputFolder, Overwrite, TrustCheckpoint, model_option
 
 if TYPE_CHECKING:
     from clipcli.runner import Report
@@ -83,6 +84,7 @@ def sketch(
     seed: Annotated[int, typer.Option("--seed", help="First seed; the others are +1000, +2000, ...")] = 0,
     overwrite: Overwrite = False,
     trust_checkpoint: TrustCheckpoint = False,
+    html: Html = None,
     *,
     common: Common,
 ) -> None:
@@ -118,6 +120,7 @@ def sketch(
         trust_checkpoint=trust_checkpoint,
     )
     show(common, report, lambda: [_sketch_table(report)])
+    write_html(html, report)
     report.raise_for_failures()
 
 
