@@ -25,10 +25,12 @@ follows what they spell out rather than what they were run as.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,13 +153,27 @@ class GridLayout:
             return [vqa_grid(model, images).unsqueeze(1)]  # (1, H, W, C) per image, as the Pythia files
         return list(caption_features(model, images))
 
-    def write(self, arrays: list[np.ndarray], paths: list[Path]) -> None:
-        for array, path in zip(arrays, paths, strict=True):
+    def shapes(self, arrays: list[np.ndarray]) -> dict[str, list[int]]:
+        """Each output's shape, by its folder (`att`, `fc`) or as `grid` where the layout has one file."""
+        return {Path(template).parent.name or "grid": list(array.shape)
+                for template, array in zip(self.templates, arrays, strict=True)}  # fmt: skip
+
+    def encode(self, arrays: list[np.ndarray]) -> list[bytes]:
+        """Each output file's bytes: `.npz` compressed with the key `feat`, as the captioner reads it, else `.npy`."""
+        contents = []
+        for template, array in zip(self.templates, arrays, strict=True):
+            buffer = io.BytesIO()
+            if template.endswith(".npz"):
+                np.savez_compressed(buffer, feat=array)
+            else:
+                np.save(buffer, array)
+            contents.append(buffer.getvalue())
+        return contents
+
+    def write(self, contents: list[bytes], paths: list[Path]) -> None:
+        for content, path in zip(contents, paths, strict=True):
             with atomic_path(path) as tmp:
-                if path.suffix == ".npz":
-                    np.savez_compressed(tmp, feat=array)
-                else:
-                    np.save(tmp, array)
+                tmp.write_bytes(content)
 
 
 GRID_LAYOUTS = {
@@ -206,6 +222,15 @@ class FeaturesJob(Job):
 
 
 @dataclass
+class GridFiles:
+    """One image's outcome in a per-image layout: its files' bytes, their arrays' shapes, its model seconds."""
+
+    contents: list[bytes]
+    shapes: dict[str, list[int]]
+    seconds: float
+
+
+@dataclass
 class GridJob(FeaturesJob):
     """The per-image layouts (vqa, caption): batches of images through the tower, each image's files written."""
 
@@ -224,8 +249,12 @@ class GridJob(FeaturesJob):
     def read(self, path: Path) -> np.ndarray:
         return self.grid_layout.prepare(load_image(path))
 
-    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[tuple[list[np.ndarray], float]]:
-        """Each image's arrays (one per output file) in the output dtype, and its share of the batch's seconds."""
+    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[GridFiles]:
+        """Each image's files as bytes, so the driver only stores them.
+
+        Compressing a caption `.npz` takes longer than the model's share of an
+        image, so the batch's files are encoded on `read_workers` threads.
+        """
         if not items:
             return []
         start = time.perf_counter()
@@ -234,15 +263,20 @@ class GridJob(FeaturesJob):
         tensors = self.grid_layout.compute(self._model, pixels)
         arrays = [tensor.to(getattr(torch, self.dtype)).cpu().numpy() for tensor in tensors]
         seconds = (time.perf_counter() - start) / len(items)
-        return [([array[index] for array in arrays], seconds) for index in range(len(items))]
+        per_image = [[array[index] for array in arrays] for index in range(len(items))]
+        with ThreadPoolExecutor(self.read_workers, thread_name_prefix="clipcli-encode") as pool:
+            contents = list(pool.map(self.grid_layout.encode, per_image))
+        shapes = [self.grid_layout.shapes(image) for image in per_image]
+        return [GridFiles(files, shape, seconds) for files, shape in zip(contents, shapes, strict=True)]
 
-    def write(self, path: Path, outcome: tuple[list[np.ndarray], float]) -> dict:
-        arrays, seconds = outcome
+    def write(self, path: Path, outcome: GridFiles) -> dict:
         files = self.grid_layout.outputs(path, self.out)
-        self.grid_layout.write(arrays, files)
-        shapes = {file.parent.name if self.layout == "caption" else "grid": list(array.shape)
-                  for file, array in zip(files, arrays, strict=True)}  # fmt: skip
-        return {"outputs": [str(file) for file in files], "shapes": shapes, "seconds": round(seconds, 4)}
+        self.grid_layout.write(outcome.contents, files)
+        return {
+            "outputs": [str(file) for file in files],
+            "shapes": outcome.shapes,
+            "seconds": round(outcome.seconds, 4),
+        }
 
 
 # ---------------------------------------------------------------- pooled: one matrix per folder
