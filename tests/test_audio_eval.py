@@ -355,3 +355,11 @@ def test_a_clip_listed_twice_in_the_metadata_exits_2(tmp_path):
     (tmp_path / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     with pytest.raises(BadInputError, match=r"esc50\.csv: line 3: a\.wav is listed twice"):
         audio_eval.read_dataset(tmp_path)
+
+
+def test_metadata_with_only_its_header_exits_2(tmp_path):
+    (tmp_path / "metadata").mkdir()
+    csv_path = tmp_path / "metadata" / "UrbanSound8K.csv"
+    csv_path.write_text("slice_file_name,fsID,start,end,salience,fold,classID,class\n", encoding="utf-8")
+    result = run_eval(str(tmp_path))
+    assert result.exit_code == 2 and result.stderr.strip() == f"error: {csv_path}: lists no clips"

@@ -18,7 +18,9 @@ import soundfile as sf
 import test_audio_tag
 from makers.audio import write_tone
 from makers.images import draw_shapes_image, write_image
+from makers.points import cube_points, write_npy
 from makers.report import json_rows
+from makers.video import write_video
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -156,6 +158,47 @@ def test_audio_page_lists_tags_and_a_timeline_bar_per_window(audioclip_file, tmp
     for tag in rows[0]["tags"]:
         assert cells[cells.index(tag["label"]) + 1] == f"{tag['score']:.4f}"
     assert str(empty) in cells and rows[1]["error"] in cells
+
+
+def test_point_page_shows_the_views_and_top_labels_of_each_cloud(tiny_vit_path, tmp_path):
+    cloud = write_npy(tmp_path / f"{NASTY}.npy", cube_points(300, 0))
+    page = tmp_path / "points.html"
+    result = run("point-classify", cloud, "--labels", "cube,ball,can", "--points", 64, "--save-views",
+                 "--out", tmp_path / "views", "--model", tiny_vit_path, "--json", "--html", page)  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (row,) = json_rows(result.stdout)
+    parser = checked_page(page)
+    cells = [piece.strip() for piece in parser.text if piece.strip()]
+    assert [cells[cells.index(p["label"]) + 1] for p in row["predictions"]] == [
+        f"{p['probability']:.4f}" for p in row["predictions"]
+    ]
+    assert "views/a%3Cb%3E%26%22q%27_views.png" in parser.links and len(parser.sources) == 1
+
+
+def test_action_page_shows_the_timeline_plot_and_each_windows_top_labels(tiny_vit_path, tmp_path):
+    video = write_video(tmp_path / "long.mp4", 40, fps=10)
+    page = tmp_path / "actions.html"
+    options = ["--frames", 2, "--window", 2, "--plot", "--out", tmp_path / "plots", "--json", "--html", page]
+    result = run("classify-action", video, "--model", tiny_vit_path, "--labels", "juggling,riding,playing", *options)
+    assert result.exit_code == 0, result.output
+    (row,) = json_rows(result.stdout)
+    parser = checked_page(page)
+    assert "plots/long_actions.png" in parser.links and "long.mp4" in parser.links and len(parser.sources) == 1
+    spans = [f"{window[key]:.2f}" for window in row["windows"] for key in ("start", "end")]
+    assert [piece for piece in parser.text if piece in spans] == spans == ["0.00", "2.00", "2.00", "4.00"]
+
+
+def test_vqa_page_shows_the_question_and_each_images_ranked_answers(tiny_vit_path, tmp_path, named_images):
+    page = tmp_path / "vqa.html"
+    result = run("vqa", *named_images, "What colour is the <car>?", "--answers", "red,blue", "--model", tiny_vit_path,
+                 "--json", "--html", page)  # fmt: skip
+    assert result.exit_code == 4, result.output
+    rows = json_rows(result.stdout)
+    parser = checked_page(page)
+    assert "What colour is the <car>?" in parser.text and "<car>" not in page.read_text(encoding="utf-8")
+    statements = [answer["statement"] for row in rows[:2] for answer in row["top"]]
+    assert [piece for piece in parser.text if piece in statements] == statements
+    assert len(parser.sources) == 2 and rows[2]["error"] in parser.text
 
 
 def test_a_page_that_cannot_be_written_names_the_file_and_exits_2(tiny_rn_path, tmp_path, named_images):

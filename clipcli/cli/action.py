@@ -10,8 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
+from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
-from clipcli.options import TopK, TrustCheckpoint, frames_option, labels_option, model_option, out_option
+from clipcli.options import Html, TopK, TrustCheckpoint, frames_option, labels_option, model_option, out_option
 
 ACTION_HELP = """ActionCLIP action recognition (Wang et al. 2021) on video files.
 
@@ -53,6 +54,7 @@ def classify_action(
     plot: Annotated[bool, typer.Option("--plot", help="With --window: write OUT/NAME_actions.png timelines.")] = False,
     out: Annotated[Path, out_option("Folder for --plot pictures")] = Path("."),
     trust_checkpoint: TrustCheckpoint = False,
+    html: Html = None,
     *,
     common: Common,
 ) -> None:
@@ -75,6 +77,7 @@ def classify_action(
         trust_checkpoint=trust_checkpoint,
     )
     show(common, report, lambda: [_action_table(row) for row in report.rows()])
+    write_html(html, report)
     report.raise_for_failures()
 
 

@@ -11,10 +11,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
+from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.options import (
     Dtype,
     FeatureLayout,
+    Html,
     OutputFolder,
     Overwrite,
     TopK,
@@ -139,6 +141,7 @@ def vqa(
     top_k: TopK = 5,
     model: Annotated[str, model_option()] = "ViT-B/16",
     trust_checkpoint: TrustCheckpoint = False,
+    html: Html = None,
     *,
     common: Common,
 ) -> None:
@@ -156,6 +159,7 @@ def vqa(
         trust_checkpoint=trust_checkpoint,
     )
     show(common, report, lambda: _vqa_output(report))
+    write_html(html, report)
     report.raise_for_failures()
 
 

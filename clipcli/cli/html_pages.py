@@ -149,4 +149,57 @@ def window_chart(label: str, windows: list[dict[str, Any]]) -> Html:
     return bar_chart(scores, titles)
 
 
-BODIES: dict[str, Body] = {"sketch": sketch_body, "depth": depth_body, "audio-tag": audio_body}
+def top_labels(predictions: Iterable[dict[str, Any]]) -> Html:
+    return ranked(predictions, "label", "probability")
+
+
+def point_body(report: Report, links: Links) -> list[Html]:
+    """The top labels of each cloud, beside the views CLIP saw where --save-views wrote them."""
+    rows = [
+        (
+            source(links, row["input"]),
+            row.get("label", "-"),
+            links.thumbnail(row["views"], files(links, row, ("views",))) if row.get("views") else "-",
+            top_labels(row["predictions"]),
+        )
+        for row in ok_rows(report)
+    ]
+    return [table(("cloud", "true label", "views (--save-views)", "top labels"), rows)]
+
+
+def action_body(report: Report, links: Links) -> list[Html]:
+    return [action_section(row, links) for row in ok_rows(report)]
+
+
+def action_section(row: dict[str, Any], links: Links) -> Html:
+    """A video's top labels, or its windows' top labels under the timeline plot where --plot drew it."""
+    parts = [element("h2", source(links, row["input"]))]
+    if row.get("plot"):
+        parts.append(links.thumbnail(row["plot"], files(links, row, ("plot",))))
+    if "windows" not in row:
+        return join([*parts, top_labels(row["predictions"])])
+    windows = (
+        (number(window["start"], 2), number(window["end"], 2), top_labels(window["predictions"][:3]))
+        for window in row["windows"]
+    )
+    return join([*parts, table(("start s", "end s", "top labels"), windows)])
+
+
+def vqa_body(report: Report, links: Links) -> list[Html]:
+    rows = [(links.thumbnail(row["input"], row["input"]), ranked_answers(row["top"])) for row in ok_rows(report)]
+    return [element("h2", report.summary.get("question", "")), table(("image", "answers"), rows)]
+
+
+def ranked_answers(answers: Iterable[dict[str, Any]]) -> Html:
+    rows = ((answer["answer"], number(answer["probability"]), answer["statement"]) for answer in answers)
+    return table(("answer", "probability", "statement"), rows)
+
+
+BODIES: dict[str, Body] = {
+    "sketch": sketch_body,
+    "depth": depth_body,
+    "audio-tag": audio_body,
+    "point-classify": point_body,
+    "classify-action": action_body,
+    "vqa": vqa_body,
+}

@@ -10,9 +10,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
+from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import FPS_POOL_MULTIPLE
 from clipcli.options import (
+    Html,
     Projection,
     Subsample,
     TopK,
@@ -103,6 +105,7 @@ def point_classify(
         int, typer.Option("--seed", help="Seed for --subsample, topping up small clouds and sampling mesh surfaces.")
     ] = 0,
     trust_checkpoint: TrustCheckpoint = False,
+    html: Html = None,
     *,
     common: Common,
 ) -> None:
@@ -125,6 +128,7 @@ def point_classify(
         trust_checkpoint=trust_checkpoint,
     )
     show(common, report, lambda: [_point_table(report, projection)])
+    write_html(html, report)
     report.raise_for_failures()
 
 

@@ -20,6 +20,7 @@ import csv
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -52,14 +53,15 @@ class Layout:
     file_column: str
     class_column: str
     name_column: str
+    fold_folders: bool  # audio/foldN/NAME rather than audio/NAME
 
     def clip_path(self, root: Path, filename: str, fold: int) -> Path:
-        return root / "audio" / filename if self.name == "esc50" else root / "audio" / f"fold{fold}" / filename
+        return root / "audio" / f"fold{fold}" / filename if self.fold_folders else root / "audio" / filename
 
 
 LAYOUTS = {
-    "esc50": Layout("esc50", "ESC-50", "meta/esc50.csv", "filename", "target", "category"),
-    "us8k": Layout("us8k", "UrbanSound8K", "metadata/UrbanSound8K.csv", "slice_file_name", "classID", "class"),
+    "esc50": Layout("esc50", "ESC-50", "meta/esc50.csv", "filename", "target", "category", False),
+    "us8k": Layout("us8k", "UrbanSound8K", "metadata/UrbanSound8K.csv", "slice_file_name", "classID", "class", True),
 }
 
 
@@ -104,39 +106,51 @@ def read_dataset(root: Path, dataset: str = "auto") -> EvalSet:
     if dataset not in (*LAYOUTS, "auto"):
         raise BadInputError(f"--dataset {dataset!r}: expected esc50, us8k or auto")
     layout = LAYOUTS[detect_dataset(root) if dataset == "auto" else dataset]
-    rows = _metadata_rows(root / layout.metadata, layout)
+    csv_path = root / layout.metadata
+    rows = _metadata_rows(csv_path, layout)
     names: dict[int, str] = {}
-    for line, row in rows:
-        class_id, name = row["class_id"], row["name"]
-        if names.setdefault(class_id, name) != name:
+    paths: set[Path] = set()
+    for row in rows:
+        if names.setdefault(row.class_id, row.name) != row.name:
+            known = names[row.class_id]
             raise BadInputError(
-                f"line {line}: class {class_id} is {name!r} here but {names[class_id]!r} before", row["csv"]
+                f"line {row.line}: class {row.class_id} is {row.name!r} here, {known!r} before", csv_path
             )
+        path = layout.clip_path(root, row.file, row.fold)
+        if path in paths:
+            raise BadInputError(f"line {row.line}: {row.file} is listed twice", csv_path)
+        paths.add(path)
     class_ids = sorted(names)
     position = {class_id: index for index, class_id in enumerate(class_ids)}
-    clips = [
-        Clip(layout.clip_path(root, row["file"], row["fold"]), row["fold"], position[row["class_id"]])
-        for _, row in rows
-    ]
+    clips = [Clip(layout.clip_path(root, row.file, row.fold), row.fold, position[row.class_id]) for row in rows]
     return EvalSet(layout, root, [names[class_id] for class_id in class_ids], clips)
 
 
-def _metadata_rows(csv_path: Path, layout: Layout) -> list[tuple[int, dict]]:
-    """(line number, {file, fold, class_id, name, csv}) per CSV row; names with `_` as spaces, as officially."""
+class MetadataRow(NamedTuple):
+    line: int
+    file: str
+    fold: int
+    class_id: int
+    name: str  # with `_` as spaces, as the official loaders give it to the model
+
+
+def _metadata_rows(csv_path: Path, layout: Layout) -> list[MetadataRow]:
+    """Every row of the metadata CSV, checked for the columns the evaluation reads."""
     if not csv_path.is_file():
         raise BadInputError("no such file" if not csv_path.exists() else "not a file", csv_path)
     try:
         with open(csv_path, encoding="utf-8-sig", newline="") as handle:
-            table = list(csv.DictReader(handle))
-            header = set(table[0]) if table else set()
+            reader = csv.DictReader(handle)
+            table, header = list(reader), reader.fieldnames or []
     except (OSError, UnicodeDecodeError, csv.Error) as err:
         raise BadInputError(f"cannot read the metadata ({err})", csv_path) from None
     needed = (layout.file_column, "fold", layout.class_column, layout.name_column)
     missing = [column for column in needed if column not in header]
-    if not table or missing:
-        raise BadInputError(f"no {', '.join(missing or needed)} column(s): not the {layout.title} metadata", csv_path)
+    if missing:
+        raise BadInputError(f"no {', '.join(missing)} column(s): not the {layout.title} metadata", csv_path)
+    if not table:
+        raise BadInputError("lists no clips", csv_path)
     rows = []
-    seen: set[tuple[str, int]] = set()
     for line, row in enumerate(table, 2):
         try:
             fold, class_id = int(row["fold"]), int(row[layout.class_column])
@@ -146,11 +160,7 @@ def _metadata_rows(csv_path: Path, layout: Layout) -> list[tuple[int, dict]]:
         filename = (row[layout.file_column] or "").strip()
         if not filename or not name:
             raise BadInputError(f"line {line}: empty {layout.file_column} or {layout.name_column}", csv_path)
-        where = (filename, fold if layout.name == "us8k" else 0)
-        if where in seen:
-            raise BadInputError(f"line {line}: {filename} is listed twice", csv_path)
-        seen.add(where)
-        rows.append((line, {"file": filename, "fold": fold, "class_id": class_id, "name": name, "csv": csv_path}))
+        rows.append(MetadataRow(line, filename, fold, class_id, name))
     return rows
 
 
