@@ -380,7 +380,9 @@ class PointClassifyJob(PointJob):
     views_out: Path | None = None
     name = "point-classify"
 
-    def outcomes(self, items, logits, maps) -> list[tuple[dict, np.ndarray | None]]:
+    def outcomes(
+        self, items: Sequence[tuple[Path, np.ndarray]], logits: torch.Tensor, maps: torch.Tensor
+    ) -> list[tuple[dict, np.ndarray | None]]:
         top = logits.softmax(dim=-1).topk(min(self.top_k, len(self.labels)), dim=-1)
         outcomes = []
         for row, (path, cloud) in enumerate(items):
@@ -410,7 +412,9 @@ class PointEvalJob(PointJob):
 
     name = "point-eval"
 
-    def outcomes(self, items, logits, maps) -> list[tuple[dict, str | None]]:
+    def outcomes(
+        self, items: Sequence[tuple[Path, np.ndarray]], logits: torch.Tensor, maps: torch.Tensor
+    ) -> list[tuple[dict, str | None]]:
         ranked = logits.topk(min(5, len(self.labels)), dim=-1).indices
         backbone = backbone_key(self._classifier.model)
         return [
