@@ -137,8 +137,8 @@ def test_retrieve_indexes_and_finds_the_video(tmp_path, tiny_vit_path):
     video = write_video_under(folder / f"{CAFE}.mp4", 12)
     index = tmp_path / "index"
     result = invoke("retrieve", folder, "a square", "--model", tiny_vit_path, "--index", index, "--json")
-    rows = json.loads(result.stdout)
-    assert [row["path"] for row in rows] == [str(video)]
+    hits = json.loads(result.stdout)["hits"]
+    assert [hit["path"] for hit in hits] == [str(video)]
     assert any(index.iterdir()) and not [path for path in index.rglob("*") if ".tmp" in path.name]
 
 

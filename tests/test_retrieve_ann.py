@@ -203,7 +203,7 @@ def test_cli_ann_option(faiss, planted, tiny_vit_path):
             "--no-update", "--device", "cpu", "--json", "-k", "5"]  # fmt: skip
     results = {mode: runner.invoke(app, [*args, "--ann", mode]) for mode in ("on", "off")}
     assert all(result.exit_code == 0 for result in results.values()), results["on"].output
-    on, off = (json.loads(results[mode].stdout) for mode in ("on", "off"))
+    on, off = (json.loads(results[mode].stdout)["hits"] for mode in ("on", "off"))
     assert [hit["path"] for hit in on[:3]] == [hit["path"] for hit in off[:3]]
     assert on[0]["score"] == pytest.approx(off[0]["score"], abs=1e-5)
     assert list(index.folder.glob("ann-*.faiss"))

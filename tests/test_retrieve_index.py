@@ -62,7 +62,7 @@ def cli(*args):
 
 def query_json(folder, model, *extra):
     result = cli("retrieve", folder, "a coloured square", "--model", model, "--device", "cpu", "--json", *extra)
-    return result, (json.loads(result.stdout) if result.stdout.strip().startswith("[") else None)
+    return result, (json.loads(result.stdout)["hits"] if result.stdout.strip().startswith("{") else None)
 
 
 @pytest.fixture
@@ -241,7 +241,7 @@ def test_image_query_segments_and_paths_only(videos, tiny_vit_path, tmp_path):
     result = cli("retrieve", folder, "--image", query, "--model", tiny_vit_path, "--device", "cpu", "--json",
                  "--segments")  # fmt: skip
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.stdout)
+    hits = json.loads(result.stdout)["hits"]
     assert hits[0]["path"] == str(paths[0])  # the red clip the query frame came from
     for hit in hits:
         segment = hit["segment"]
@@ -250,7 +250,7 @@ def test_image_query_segments_and_paths_only(videos, tiny_vit_path, tmp_path):
     cv2.imwrite(str(blue), cv2.cvtColor(clip_frames(COLOURS[2])[5], cv2.COLOR_RGB2BGR))
     result = cli("retrieve", two_part, "--image", blue, "--model", tiny_vit_path, "--device", "cpu", "--json",
                  "--segments")  # fmt: skip
-    (hit,) = json.loads(result.stdout)
+    (hit,) = json.loads(result.stdout)["hits"]
     assert hit["segment"]["peak"] >= 1.0 and hit["segment"]["start"] >= 0.9
     result = cli("retrieve", folder, "a square", "--model", tiny_vit_path, "--device", "cpu", "-f", "-k", "2")
     assert result.exit_code == 0
@@ -268,7 +268,7 @@ def test_checkpoint_head_indexes_and_shared_index(videos, tmp_path):
     result = cli("retrieve", folder / "sub", paths[0], "a square", "--checkpoint", checkpoint, "--index", shared,
                  "--device", "cpu", "--json", "--segments", "--frames", "6")  # fmt: skip
     assert result.exit_code == 0, result.output
-    hits = json.loads(result.stdout)
+    hits = json.loads(result.stdout)["hits"]
     assert {hit["path"] for hit in hits} == {str(paths[0]), str(paths[3])}
     with VideoIndex(shared) as index:
         assert index.identity["head"] == "seqTransf" and index.identity["frames"] == 6

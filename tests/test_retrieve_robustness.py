@@ -46,7 +46,7 @@ def search(folder, model, *extra):
     result = runner.invoke(
         app, ["retrieve", str(folder), "a square", "--model", str(model), "--device", "cpu", "--json", *map(str, extra)]
     )
-    paths = [hit["path"] for hit in json.loads(result.stdout)] if result.exit_code in (0, 4) else None
+    paths = [hit["path"] for hit in json.loads(result.stdout)["hits"]] if result.exit_code in (0, 4) else None
     return result, paths
 
 
@@ -294,7 +294,7 @@ def test_no_update_searches_a_read_only_index(videos, tiny_vit_path, tmp_path):
     finally:
         make_writable(index_dir)
     assert child.returncode == 0, child.stderr.decode()
-    assert [hit["path"] for hit in json.loads(child.stdout)] == expected
+    assert [hit["path"] for hit in json.loads(child.stdout)["hits"]] == expected
     assert sorted(os.listdir(index_dir)) == files
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -14,7 +14,19 @@ from rich.table import Table
 from clipcli import ui
 from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
-from clipcli.options import AnnMode, FrameSampling, TopK, TrustCheckpoint, frames_option, model_option
+from clipcli.options import (
+    AnnMode,
+    Cluster,
+    ClusterWorkers,
+    FrameSampling,
+    TopK,
+    TrustCheckpoint,
+    frames_option,
+    model_option,
+)
+
+if TYPE_CHECKING:
+    from clipcli.runner import Report
 
 # Declared once for retrieve and retrieve-eval, which embed videos the same way.
 Frames = Annotated[int, frames_option("(CLIP4Clip's max_frames)")]
@@ -26,7 +38,8 @@ Checkpoint = Annotated[
 RETRIEVE_HELP = """CLIP4Clip text-to-video search (Luo et al. 2021) over folders of videos.
 
 Usage: FOLDER... QUERY (the text query is the last argument), or
-FOLDER... --image QUERY.jpg to query by example image.
+FOLDER... --image QUERY.jpg to query by example image, or
+FOLDER... --update-only to refresh the indexes and search nothing.
 
 Zero-shot (default) is CLIP4Clip's meanP on OpenAI CLIP: --frames (12)
 frames per video, each CLIP embedding L2-normalised, averaged and
@@ -82,6 +95,9 @@ def retrieve(
         Path | None, typer.Option("--index", help="Index folder (default: one per searched folder).")
     ] = None,
     no_update: Annotated[bool, typer.Option("--no-update", help="Search the index as it is; embed nothing.")] = False,
+    update_only: Annotated[
+        bool, typer.Option("--update-only", help="Refresh the indexes and search nothing (no QUERY).")
+    ] = False,
     reindex: Annotated[
         bool, typer.Option("--reindex", help="Re-embed every video, failed ones included; rebuild a damaged index.")
     ] = False,
@@ -97,63 +113,104 @@ def retrieve(
     fast: Annotated[bool, typer.Option("--fast", help="Keyframes near uniform times (approximate).")] = False,
     ann: Annotated[AnnMode, typer.Option("--ann", help=ANN_HELP)] = AnnMode.AUTO,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.media.sampling import fast_variant
     from clipcli.pipelines import retrieve as retrieve_pipeline
 
-    if image is None:
-        if len(items) < 2:
-            raise BadInputError("give one or more folders, then the query (or use --image QUERY.jpg)")
-        items, query = items[:-1], items[-1]
-    else:
-        query = None
     if null and common.json:
         raise BadInputError("--null prints paths only; it cannot be combined with --json")
-    result = retrieve_pipeline.run(
-        items,
-        query,
-        image,
-        top_k=top_k,
+    indexing: dict[str, Any] = dict(
         frames=frames,
         sampling=fast_variant(sampling) if fast else sampling,
         model_name=model,
         checkpoint=checkpoint,
         index_dir=index,
-        update=not no_update,
         reindex=reindex,
-        segments=segments,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
-        ann_mode=ann,
     )
-    for summary in result.summaries:
-        ui.notice(retrieve_pipeline.summary_line(summary))
-    if (paths_only or null) and not common.json:
-        _print_paths([hit.path for hit in result.hits], b"\0" if null else b"\n")
+    if update_only:
+        _check_update_only(items, image, no_update, paths_only or null)
+        report = retrieve_pipeline.update_indexes(items, **indexing, executor=executor_for(cluster, workers))
     else:
-        show(common, [hit.as_dict() for hit in result.hits], lambda: [_retrieve_table(result.hits, segments)])
-    retrieve_pipeline.raise_for_failed(result.summaries)
+        items, query = _split_query(items, image)
+        report = retrieve_pipeline.run(
+            items,
+            query,
+            image,
+            top_k=top_k,
+            update=not no_update,
+            segments=segments,
+            ann_mode=ann,
+            **indexing,
+            executor=executor_for(cluster, workers),
+        )
+    for update in report.summary["indexes"]:
+        ui.notice(retrieve_pipeline.summary_line(update))
+    if update_only:
+        show(common, report, lambda: [_update_table(report)])
+    elif (paths_only or null) and not common.json:
+        _print_paths([hit["path"] for hit in report.summary["hits"]], b"\0" if null else b"\n")
+    else:
+        show(common, report, lambda: [_retrieve_table(report.summary["hits"], segments)])
+    report.raise_for_failures()
 
 
-def _print_paths(paths: list[Path], end: bytes) -> None:
+def _split_query(items: list[str], image: Path | None) -> tuple[list[str], str | None]:
+    """The folders and the text query (the last argument), or all folders with --image."""
+    if image is not None:
+        return items, None
+    if len(items) < 2:
+        raise BadInputError("give one or more folders, then the query (or use --image QUERY.jpg)")
+    return items[:-1], items[-1]
+
+
+def _check_update_only(items: list[str], image: Path | None, no_update: bool, paths: bool) -> None:
+    """--update-only takes folders and videos only, and none of the options of a search that does not happen."""
+    clashing = [flag for flag, given in (("--image", image is not None), ("--no-update", no_update),
+                                         ("--paths-only/--null", paths)) if given]  # fmt: skip
+    if clashing:
+        raise BadInputError(f"--update-only searches nothing; it cannot be combined with {clashing[0]}")
+    if not os.path.exists(os.path.expanduser(items[-1])):
+        raise BadInputError(f"--update-only takes no QUERY: {items[-1]!r} is not a folder or video")
+
+
+def _print_paths(paths: list[str], end: bytes) -> None:
     """Each path as its file-system bytes (any name prints, UTF-8 or not), followed by `end`."""
     sys.stdout.flush()
     sys.stdout.buffer.write(b"".join(os.fsencode(path) + end for path in paths))
     sys.stdout.buffer.flush()
 
 
-def _retrieve_table(hits: list, segments: bool) -> Table:
+def _retrieve_table(hits: list[dict], segments: bool) -> Table:
     table = Table(title="CLIP4Clip retrieval" if hits else "CLIP4Clip retrieval: no indexed videos")
     for column in ("rank", "score", "duration", *(["best segment"] if segments else [])):
         table.add_column(column, justify="left" if column == "best segment" else "right", no_wrap=True)
     table.add_column("path", overflow="fold")
     for hit in hits:
-        cells = [str(hit.rank), f"{hit.score:.4f}", f"{hit.duration:.1f} s"]
+        cells = [str(hit["rank"]), f"{hit['score']:.4f}", f"{hit['duration']:.1f} s"]
         if segments:
-            cells.append(f"{hit.segment['start']:.1f}-{hit.segment['end']:.1f} s")
-        table.add_row(*cells, escape(str(hit.path)))
+            cells.append(f"{hit['segment']['start']:.1f}-{hit['segment']['end']:.1f} s")
+        table.add_row(*cells, escape(hit["path"]))
+    return table
+
+
+def _update_table(report: Report) -> Table:
+    """The videos embedded or failed in this run; the unchanged ones are counted in the title."""
+    unchanged = report.counts()["skipped"]
+    table = Table(title=f"CLIP4Clip index update ({unchanged} video(s) unchanged)")
+    for column in ("video", "status", "frames", "duration"):
+        table.add_column(column, justify="right" if column in ("frames", "duration") else "left")
+    for row in report.rows():
+        if row["status"] == "ok":
+            table.add_row(escape(row["input"]), "ok", str(row["frames"]), f"{row['duration']:.1f} s")
+        elif row["status"] == "failed":
+            table.add_row(escape(row["input"]), "failed", "-", escape(row["error"]))
     return table
 
 
@@ -170,10 +227,13 @@ def retrieve_eval(
         FrameSampling, typer.Option("--sampling", help="Frames spread evenly, or CLIP4Clip's 1 frame per second.")
     ] = FrameSampling.UNIFORM,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
     """Text-to-video R@1/5/10, MdR, MnR (CLIP4Clip's metrics) on a CSV of captions and a folder of videos."""
+    from clipcli.cluster import executor_for
     from clipcli.pipelines import retrieve as retrieve_pipeline
 
     report = retrieve_pipeline.evaluate(
@@ -186,9 +246,10 @@ def retrieve_eval(
         index_dir=index,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
-    show(common, report, lambda: [_retrieve_eval_table(report)])
-    retrieve_pipeline.raise_for_eval(report)
+    show(common, report, lambda: [_retrieve_eval_table(report.summary)])
+    report.raise_for_failures()
 
 
 def _retrieve_eval_table(report: dict) -> Table:
@@ -205,5 +266,5 @@ def _retrieve_eval_table(report: dict) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    command(app, "retrieve", help=RETRIEVE_HELP)(retrieve)
-    command(app, "retrieve-eval")(retrieve_eval)
+    command(app, "retrieve", help=RETRIEVE_HELP, flags={"ann_mode": "--ann", "model_name": "--model"})(retrieve)
+    command(app, "retrieve-eval", flags={"model_name": "--model"})(retrieve_eval)

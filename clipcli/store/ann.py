@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from clipcli.errors import BadInputError
+from clipcli.errors import ParameterError
 from clipcli.store.atomic import atomic_path
 from clipcli.store.cache import is_current, remove_stale
 
@@ -64,7 +64,7 @@ def available() -> bool:
 def require_faiss() -> Any:
     faiss = faiss_module()
     if faiss is None:
-        raise BadInputError("--ann on needs faiss, which is not installed: pip install clipcli[faiss]")
+        raise ParameterError("ann_mode", "on needs faiss, which is not installed: pip install clipcli[faiss]")
     return faiss
 
 

@@ -12,11 +12,10 @@ One module per job: `model` (the tower, the head, the text input), `files`
 below are the package's public face.
 """
 
-from clipcli.pipelines.retrieve.command import RetrieveResult, check_options, index_groups, open_indexes, run
+from clipcli.pipelines.retrieve.command import check_options, index_groups, open_indexes, run, update_indexes
 from clipcli.pipelines.retrieve.evaluation import (
     PAPER_MSRVTT,
     evaluate,
-    raise_for_eval,
     read_pairs,
     retrieval_metrics,
 )
@@ -25,13 +24,14 @@ from clipcli.pipelines.retrieve.indexing import (
     DEFAULT_FRAMES,
     SAMPLINGS,
     DecodedVideo,
+    IndexJob,
     UpdateSummary,
     decode_video,
-    raise_for_failed,
+    embed_videos,
     summary_line,
     update_index,
 )
-from clipcli.pipelines.retrieve.model import MAX_WORDS, Retriever, tokenize
+from clipcli.pipelines.retrieve.model import MAX_WORDS, Retriever, RetrieverSource, tokenize
 from clipcli.pipelines.retrieve.search import (
     Hit,
     best_segment,
@@ -49,8 +49,9 @@ __all__ = [
     "SAMPLINGS",
     "DecodedVideo",
     "Hit",
-    "RetrieveResult",
+    "IndexJob",
     "Retriever",
+    "RetrieverSource",
     "UpdateSummary",
     "best_segment",
     "check_ann",
@@ -58,13 +59,12 @@ __all__ = [
     "check_roots",
     "decode_video",
     "default_index_dir",
+    "embed_videos",
     "evaluate",
     "find_videos",
     "index_groups",
     "index_home",
     "open_indexes",
-    "raise_for_eval",
-    "raise_for_failed",
     "read_pairs",
     "rank_videos",
     "rank_videos_ann",
@@ -74,6 +74,7 @@ __all__ = [
     "summary_line",
     "tokenize",
     "update_index",
+    "update_indexes",
     "use_ann",
     "walk_videos",
 ]

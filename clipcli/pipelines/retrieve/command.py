@@ -1,34 +1,28 @@
-"""`clipcli retrieve`: check the options, refresh the indexes, search them."""
+"""`clipcli retrieve`: check the options, refresh the indexes, search them (or only refresh them)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from clipcli import ui
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.media.images import load_image
 from clipcli.pipelines.retrieve.files import check_roots, default_index_dir, walk_videos
 from clipcli.pipelines.retrieve.indexing import DEFAULT_FRAMES, SAMPLINGS, UpdateSummary, update_index
 from clipcli.pipelines.retrieve.model import Retriever
-from clipcli.pipelines.retrieve.search import Hit, check_ann, search
+from clipcli.pipelines.retrieve.search import check_ann, search
+from clipcli.runner import Executor, Report
 from clipcli.store.index import VideoIndex, discard_if_damaged
-
-
-@dataclass
-class RetrieveResult:
-    hits: list[Hit]
-    summaries: list[UpdateSummary]
 
 
 def check_options(top_k: int, frames: int, sampling: str) -> None:
     if top_k < 1:
-        raise BadInputError(f"--top-k must be at least 1, got {top_k}")
+        raise ParameterError("top_k", f"must be at least 1, got {top_k}")
     if frames < 1:
-        raise BadInputError(f"--frames must be at least 1, got {frames}")
+        raise ParameterError("frames", f"must be at least 1, got {frames}")
     if sampling not in SAMPLINGS:
-        raise BadInputError(f"--sampling {sampling!r}: expected one of {', '.join(SAMPLINGS)}")
+        raise ParameterError("sampling", f"{sampling!r}: expected one of {', '.join(SAMPLINGS)}")
 
 
 def index_groups(roots: Sequence[Path], index_dir: Path | None) -> list[tuple[Path, list[Path]]]:
@@ -46,6 +40,7 @@ def open_indexes(
     sampling: str,
     update: bool,
     reindex: bool = False,
+    executor: Executor | None = None,
 ) -> tuple[list[tuple[VideoIndex, list[Path]]], list[UpdateSummary]]:
     """Open (and unless `update` is false, refresh) each group's index; `reindex` rebuilds a damaged one."""
     opened, summaries = [], []
@@ -60,7 +55,14 @@ def open_indexes(
                 files = list(dict.fromkeys(path for root in roots for path in walk_videos(root)))
                 summaries.append(
                     update_index(
-                        index, retriever, files, roots=roots, frames=frames, sampling=sampling, reindex=reindex
+                        index,
+                        retriever,
+                        files,
+                        roots=roots,
+                        frames=frames,
+                        sampling=sampling,
+                        reindex=reindex,
+                        executor=executor,
                     )
                 )
             elif index.identity != retriever.identity(frames, sampling):
@@ -74,6 +76,43 @@ def open_indexes(
             index.close()
         raise
     return opened, summaries
+
+
+def update_report(summaries: Sequence[UpdateSummary], **summary) -> Report:
+    """One row per video of every index updated; the updates' counts in `summary["indexes"]`."""
+    results = [result for update in summaries for result in update.results]
+    return Report("retrieve", results, {**summary, "indexes": [update.as_dict() for update in summaries]})
+
+
+def update_indexes(
+    items: Sequence[str | Path],
+    *,
+    frames: int = DEFAULT_FRAMES,
+    sampling: str = "uniform",
+    model_name: str = "ViT-B/32",
+    checkpoint: Path | None = None,
+    index_dir: Path | None = None,
+    reindex: bool = False,
+    device: str = "auto",
+    trust_checkpoint: bool = False,
+    executor: Executor | None = None,
+) -> Report:
+    """Refresh the indexes of `items` (folders or videos) and search nothing: one row per video."""
+    check_options(1, frames, sampling)
+    roots = check_roots(items)
+    retriever = Retriever.load(model_name, checkpoint, device, trust_checkpoint=trust_checkpoint)
+    opened, summaries = open_indexes(
+        retriever,
+        index_groups(roots, index_dir),
+        frames=frames,
+        sampling=sampling,
+        update=True,
+        reindex=reindex,
+        executor=executor,
+    )
+    for index, _ in opened:
+        index.close()
+    return update_report(summaries)
 
 
 def run(
@@ -93,8 +132,13 @@ def run(
     device: str = "auto",
     trust_checkpoint: bool = False,
     ann_mode: str = "auto",
-) -> RetrieveResult:
-    """Update the indexes of `items` (folders or videos) and return the top-k videos for the query."""
+    executor: Executor | None = None,
+) -> Report:
+    """Update the indexes of `items` (folders or videos) and rank their videos for the query.
+
+    The report has one row per video the update looked at and the top-k
+    videos in `summary["hits"]`, best first.
+    """
     check_options(top_k, frames, sampling)
     check_ann(ann_mode)
     if (query is None) == (image is None):
@@ -110,11 +154,17 @@ def run(
         assert query is not None  # one of the two, checked above
         embedding = retriever.encode_text([query])[0]
     opened, summaries = open_indexes(
-        retriever, index_groups(roots, index_dir), frames=frames, sampling=sampling, update=update, reindex=reindex
+        retriever,
+        index_groups(roots, index_dir),
+        frames=frames,
+        sampling=sampling,
+        update=update,
+        reindex=reindex,
+        executor=executor,
     )
     try:
         hits = search(opened, retriever, embedding, top_k, segments, ann_mode=ann_mode)
     finally:
         for index, _ in opened:
             index.close()
-    return RetrieveResult(hits, summaries)
+    return update_report(summaries, hits=[hit.as_dict() for hit in hits])

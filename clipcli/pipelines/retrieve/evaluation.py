@@ -8,11 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from clipcli.errors import BadInputError, PartialFailure
+from clipcli.errors import BadInputError
 from clipcli.pipelines.retrieve.command import check_options
 from clipcli.pipelines.retrieve.files import default_index_dir, find_videos
 from clipcli.pipelines.retrieve.indexing import DEFAULT_FRAMES, update_index
 from clipcli.pipelines.retrieve.model import Retriever
+from clipcli.runner import Executor, Report
 from clipcli.store.index import VideoIndex
 
 PAPER_MSRVTT = {  # text-to-video on MSR-VTT 1k-A, ViT-B/32 (docs/methods/retrieve.md)
@@ -71,12 +72,14 @@ def evaluate(
     index_dir: Path | None = None,
     device: str = "auto",
     trust_checkpoint: bool = False,
-) -> dict:
+    executor: Executor | None = None,
+) -> Report:
     """Text-to-video metrics for a CSV of (video_id, sentence) over the videos in a folder.
 
-    The CSV's videos are indexed (incrementally, in the folder's index), every
-    sentence is ranked against all of them, and videos that fail to decode are
-    left out with their sentences (reported as `failed`).
+    The CSV's videos are indexed (incrementally, in the folder's index; with
+    `executor`, embedded where it runs them), every sentence is ranked against
+    all of them, and videos that fail to decode are left out with their
+    sentences (failed rows of the report). The metrics are in its summary.
     """
     check_options(1, frames, sampling)
     pairs = read_pairs(csv_path)
@@ -85,7 +88,7 @@ def evaluate(
     folder = Path(index_dir).expanduser() if index_dir is not None else default_index_dir(videos_dir)
     with VideoIndex(folder) as index:
         files = list(dict.fromkeys(Path(os.path.abspath(path)) for path in videos.values()))
-        summary = update_index(index, retriever, files, frames=frames, sampling=sampling)
+        summary = update_index(index, retriever, files, frames=frames, sampling=sampling, executor=executor)
         matrix = index.matrix(files)
     paths = matrix.paths
     column = {path: position for position, path in enumerate(paths)}
@@ -95,22 +98,19 @@ def evaluate(
     texts = retriever.encode_text([sentence for _, sentence in kept]).cpu().numpy()
     similarity = texts @ matrix.embeddings.astype(np.float32).T
     targets = np.array([column[Path(os.path.abspath(videos[video_id]))] for video_id, _ in kept])
-    return {
-        "csv": str(csv_path),
-        "videos": len(paths),
-        "sentences": len(pairs),
-        "evaluated": len(kept),
-        "head": retriever.head.kind,
-        "frames": frames,
-        "sampling": sampling,
-        "text_to_video": retrieval_metrics(similarity, targets),
-        "index": summary.as_dict(),
-        "failed": [{"path": path, "error": error} for path, error in summary.failed],
-        "paper_msrvtt_1ka": PAPER_MSRVTT,
-    }
-
-
-def raise_for_eval(report: dict) -> None:
-    """Exit 4 when some of the CSV's videos failed to index (their sentences were left out)."""
-    if report["index"]["failed"]:
-        raise PartialFailure(report["index"]["failed"], report["index"]["videos"])
+    return Report(
+        "retrieve-eval",
+        summary.results,
+        {
+            "csv": str(csv_path),
+            "videos": len(paths),
+            "sentences": len(pairs),
+            "evaluated": len(kept),
+            "head": retriever.head.kind,
+            "frames": frames,
+            "sampling": sampling,
+            "text_to_video": retrieval_metrics(similarity, targets),
+            "index": summary.as_dict(),
+            "paper_msrvtt_1ka": PAPER_MSRVTT,
+        },
+    )

@@ -46,6 +46,19 @@ def tokenize(texts: Sequence[str], max_words: int = MAX_WORDS, context_length: i
     return tokens
 
 
+@dataclass(frozen=True)
+class RetrieverSource:
+    """How a `Retriever` was loaded, so another process (a Ray actor) can load the same one."""
+
+    model_name: str = "ViT-B/32"
+    checkpoint: Path | None = None
+    device: str = "auto"
+    trust_checkpoint: bool = False
+
+    def load(self) -> Retriever:
+        return Retriever.load(self.model_name, self.checkpoint, self.device, trust_checkpoint=self.trust_checkpoint)
+
+
 @dataclass
 class Retriever:
     """A CLIP tower and a CLIP4Clip head, and what identifies them in an index."""
@@ -56,6 +69,7 @@ class Retriever:
     device: torch.device
     max_words: int = MAX_WORDS
     _texts: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    source: RetrieverSource | None = field(default=None, repr=False)  # None for one built by hand
 
     @classmethod
     def load(
@@ -68,12 +82,15 @@ class Retriever:
     ) -> Retriever:
         """Zero-shot meanP on a CLIP model, or a CLIP4Clip checkpoint's tower and head."""
         torch_device = resolve_device(device)
+        source = RetrieverSource(
+            model_name, None if checkpoint is None else Path(checkpoint), str(device), trust_checkpoint
+        )
         if checkpoint is not None:
             model, head = load_clip4clip(checkpoint, torch_device, trust_checkpoint=trust_checkpoint)
-            return cls(model, head, f"sha256:{file_sha256(checkpoint)}", torch_device)
+            return cls(model, head, f"sha256:{file_sha256(checkpoint)}", torch_device, source=source)
         path = resolve_weights(model_name)
         model, _ = load_clip(path, torch_device, trust_checkpoint=trust_checkpoint)
-        return cls(model, MeanPHead().to(torch_device), f"sha256:{file_sha256(path)}", torch_device)
+        return cls(model, MeanPHead().to(torch_device), f"sha256:{file_sha256(path)}", torch_device, source=source)
 
     @property
     def resolution(self) -> int:

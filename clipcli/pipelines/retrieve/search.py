@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from clipcli import ui
-from clipcli.errors import BadInputError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.pipelines.retrieve.model import Retriever
 from clipcli.store import ann
 from clipcli.store.ann import AnnIndex
@@ -108,7 +108,7 @@ def rank_videos_ann(query: torch.Tensor, part: Matrix, approximate: AnnIndex, to
 def check_ann(mode: str) -> None:
     """A valid `--ann`, and faiss for `--ann on`."""
     if mode not in ann.MODES:
-        raise BadInputError(f"--ann {mode!r}: expected one of {', '.join(ann.MODES)}")
+        raise ParameterError("ann_mode", f"{mode!r}: expected one of {', '.join(ann.MODES)}")
     if mode == "on":
         ann.require_faiss()
 
