@@ -201,6 +201,24 @@ def test_vqa_page_shows_the_question_and_each_images_ranked_answers(tiny_vit_pat
     assert len(parser.sources) == 2 and rows[2]["error"] in parser.text
 
 
+def test_retrieve_page_shows_each_hits_best_frames_linking_to_the_video_at_their_time(tmp_path):
+    (tmp_path / "clips").mkdir()
+    video = write_video(tmp_path / "clips" / "clip.mp4", 40, fps=10).rename(tmp_path / "clips" / f"{NASTY}.mp4")
+    segment = {"start": 1.0, "end": 3.0, "peak": 2.0, "peak_score": 0.3}
+    hits = [{"rank": 1, "score": 0.31, "path": str(video), "duration": 4.0, "segment": segment},
+            {"rank": 2, "score": 0.12, "path": str(tmp_path / "gone.mp4"), "duration": 2.0}]  # fmt: skip
+    results = [Result.skipped(tmp_path / f"{n}.mp4", "already indexed") for n in range(30)]
+    results.append(Result("bad.mp4", "failed", error="bad.mp4: no video stream"))
+    write_html(tmp_path / "page" / "hits.html", Report("retrieve", results, {"hits": hits}))
+    parser = checked_page(tmp_path / "page" / "hits.html")
+    quoted = "../clips/a%3Cb%3E%26%22q%27.mp4"
+    assert [link for link in parser.links if link.startswith(quoted + "#")] == [
+        f"{quoted}#t={t}" for t in ("1.00", "2.00", "3.00")
+    ]
+    assert len(set(parser.sources)) == 3 and "no preview" in parser.text  # three different frames and "1.00-3.00 s" in parser.text
+    assert {"30 inputs", "already indexed", "bad.mp4: no video stream"} <= set(parser.text)  # 30 skipped, counted
+
+
 def test_a_page_that_cannot_be_written_names_the_file_and_exits_2(tiny_rn_path, tmp_path, named_images):
     (tmp_path / "file").write_text("")
     result = run(

@@ -8,17 +8,31 @@ page lists every input: what it made, or why it failed or was skipped.
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clipcli.errors import BadInputError
-from clipcli.render.html import Html, Links, bar_chart, element, join, number, page, table, text, write_page
+from clipcli.render.html import (
+    Html,
+    Links,
+    bar_chart,
+    element,
+    image_uri,
+    join,
+    number,
+    page,
+    table,
+    text,
+    write_page,
+)
 
 if TYPE_CHECKING:
     from clipcli.runner import Report
 
 Body = Callable[["Report", Links], list[Html]]
+MANY_SKIPPED = 20  # more skipped inputs than this (a resumed batch, an indexed folder) are counted by reason
 
 
 def write_html(path: Path | None, report: Report) -> None:
@@ -55,13 +69,17 @@ def flat_summary(summary: dict[str, Any], prefix: str = "") -> Iterable[tuple[st
 
 
 def problems(report: Report, links: Links) -> Html:
-    """Every input that failed (with its error) or was skipped (with the reason)."""
+    """Every input that failed, with its error, and every skipped one with the reason (counted by reason if many)."""
     rows = [row for row in report.rows() if row["status"] != "ok"] + report.summary.get("image_failures", [])
     if not rows:
         return Html("")
-    cells = [
-        (source(links, row["input"]), status(row["status"]), row.get("error") or row.get("reason", "")) for row in rows
-    ]
+    cells = [(source(links, row["input"]), status("failed"), row["error"]) for row in rows if row["status"] == "failed"]
+    skipped = [row for row in rows if row["status"] == "skipped"]
+    if len(skipped) > MANY_SKIPPED:
+        reasons = Counter(row["reason"] for row in skipped)
+        cells += [(f"{count} inputs", status("skipped"), reason) for reason, count in reasons.items()]
+    else:
+        cells += [(source(links, row["input"]), status("skipped"), row["reason"]) for row in skipped]
     return join([element("h2", "Failed and skipped inputs"), table(("input", "status", "why"), cells)])
 
 
@@ -195,6 +213,45 @@ def ranked_answers(answers: Iterable[dict[str, Any]]) -> Html:
     return table(("answer", "probability", "statement"), rows)
 
 
+def retrieve_body(report: Report, links: Links) -> list[Html]:
+    """The ranked videos, each with its best frames, each frame opening the video at its time."""
+    rows = [
+        (str(hit["rank"]), source(links, hit["path"]), number(hit["score"]), segment_text(hit), best_frames(hit, links))
+        for hit in report.summary.get("hits", [])
+    ]
+    return [table(("rank", "video", "score", "segment", "best frames"), rows)]
+
+
+def segment_text(hit: dict[str, Any]) -> str:
+    segment = hit.get("segment")
+    return f"{segment['start']:.2f}-{segment['end']:.2f} s" if segment else "-"
+
+
+def frame_times(hit: dict[str, Any]) -> list[float]:
+    """Where a hit's best frames are: its segment's start, peak and end, or the middle without --segments."""
+    segment = hit.get("segment")
+    return [segment["start"], segment["peak"], segment["end"]] if segment else [hit["duration"] / 2]
+
+
+def best_frames(hit: dict[str, Any], links: Links) -> Html:
+    """Thumbnails of the frames at `frame_times`, each linking to the video at that time (`#t=SECONDS`)."""
+    from clipcli.media.video import read_frames
+    from clipcli.media.video_probe import probe_video
+
+    times = frame_times(hit)
+    try:
+        info = probe_video(hit["path"])
+        indices = [min(info.frame_count - 1, max(0, round(time * info.fps))) for time in times]
+        frames = read_frames(info, indices).frames
+    except (BadInputError, OSError, ValueError):
+        return text("no preview")
+    figures = (
+        links.figure(image_uri(frame), hit["path"], f"{time:.2f} s", fragment=f"t={time:.2f}")
+        for frame, time in zip(frames, times, strict=True)
+    )
+    return element("div", *figures, class_="figures")
+
+
 BODIES: dict[str, Body] = {
     "sketch": sketch_body,
     "depth": depth_body,
@@ -202,4 +259,5 @@ BODIES: dict[str, Body] = {
     "point-classify": point_body,
     "classify-action": action_body,
     "vqa": vqa_body,
+    "retrieve": retrieve_body,
 }

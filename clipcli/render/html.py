@@ -101,13 +101,15 @@ class Links:
     def link(self, target: str | Path, label: Html | str | None = None, fragment: str = "") -> Html:
         return element("a", Path(target).name if label is None else label, href=self.href(target, fragment))
 
-    def thumbnail(self, target: str | Path, caption: Html | str = "", fragment: str = "") -> Html:
-        """A figure: the file's inlined thumbnail (or "no preview") linking to the file, with a caption."""
-        source = image_file_uri(target)
+    def thumbnail(self, target: str | Path, caption: Html | str = "") -> Html:
+        """A figure: the image file's inlined thumbnail (or "no preview") linking to the file, with a caption."""
+        return self.figure(image_file_uri(target), target, caption)
+
+    def figure(self, source: Html | None, target: str | Path, caption: Html | str = "", fragment: str = "") -> Html:
+        """A figure: the `data:` picture `source` (or "no preview") linking to `target`, with a caption."""
         picture = void("img", src=source, alt=Path(target).name) if source else element("span", "no preview")
-        return element(
-            "figure", element("a", picture, href=self.href(target, fragment)), element("figcaption", caption)
-        )
+        link = element("a", picture, href=self.href(target, fragment))
+        return element("figure", link, element("figcaption", caption))
 
 
 def image_uri(pixels: np.ndarray, side: int = THUMBNAIL_SIDE) -> Html:
