@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli import ui
+from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
 from clipcli.options import (
@@ -19,6 +20,7 @@ from clipcli.options import (
     Cluster,
     ClusterWorkers,
     FrameSampling,
+    Html,
     TopK,
     TrustCheckpoint,
     frames_option,
@@ -115,6 +117,7 @@ def retrieve(
     trust_checkpoint: TrustCheckpoint = False,
     cluster: Cluster = None,
     workers: ClusterWorkers = None,
+    html: Html = None,
     *,
     common: Common,
 ) -> None:
@@ -158,6 +161,7 @@ def retrieve(
         _print_paths([hit["path"] for hit in report.summary["hits"]], b"\0" if null else b"\n")
     else:
         show(common, report, lambda: [_retrieve_table(report.summary["hits"], segments)])
+    write_html(html, report, asked=None if update_only else query or f"like {image}")
     report.raise_for_failures()
 
 
@@ -204,8 +208,10 @@ def _update_table(report: Report) -> Table:
     """The videos embedded or failed in this run; the unchanged ones are counted in the title."""
     unchanged = report.counts()["skipped"]
     table = Table(title=f"CLIP4Clip index update ({unchanged} video(s) unchanged)")
-    for column in ("video", "status", "frames", "duration"):
-        table.add_column(column, justify="right" if column in ("frames", "duration") else "left")
+    table.add_column("video", overflow="fold")
+    table.add_column("status")
+    table.add_column("frames", justify="right")
+    table.add_column("duration", justify="right", overflow="fold")
     for row in report.rows():
         if row["status"] == "ok":
             table.add_row(escape(row["input"]), "ok", str(row["frames"]), f"{row['duration']:.1f} s")
