@@ -215,8 +215,28 @@ def test_retrieve_page_shows_each_hits_best_frames_linking_to_the_video_at_their
     assert [link for link in parser.links if link.startswith(quoted + "#")] == [
         f"{quoted}#t={t}" for t in ("1.00", "2.00", "3.00")
     ]
-    assert len(set(parser.sources)) == 3 and "no preview" in parser.text  # three different frames and "1.00-3.00 s" in parser.text
+    assert (
+        len(set(parser.sources)) == 3 and "no preview" in parser.text
+    )  # three different frames and "1.00-3.00 s" in parser.text
     assert {"30 inputs", "already indexed", "bad.mp4: no video stream"} <= set(parser.text)  # 30 skipped, counted
+
+
+def test_retrieve_command_page_ranks_the_hits_under_the_query(tiny_vit_path, tmp_path, monkeypatch):
+    monkeypatch.setenv("CLIPCLI_INDEX_HOME", str(tmp_path / "indexes"))
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    for name in ("one", "two"):
+        write_video(folder / f"{name}.mp4", 20, fps=10)
+    page = tmp_path / "hits.html"
+    result = run("retrieve", folder, "a <square>", "--model", tiny_vit_path, "--segments", "--json", "--html", page)
+    assert result.exit_code == 0, result.output
+    hits = json.loads(result.stdout)["hits"]
+    parser = checked_page(page)
+    assert "a <square>" in parser.text and [piece for piece in parser.text if piece.endswith(".mp4")] == [
+        str(Path(hit["path"])) for hit in hits
+    ]
+    starts = [f"videos/{Path(hit['path']).name}#t={hit['segment']['start']:.2f}" for hit in hits]
+    assert all(start in parser.links for start in starts) and len(parser.sources) == 3 * len(hits) == 6
 
 
 def test_a_page_that_cannot_be_written_names_the_file_and_exits_2(tiny_rn_path, tmp_path, named_images):

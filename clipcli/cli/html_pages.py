@@ -35,14 +35,17 @@ Body = Callable[["Report", Links], list[Html]]
 MANY_SKIPPED = 20  # more skipped inputs than this (a resumed batch, an indexed folder) are counted by reason
 
 
-def write_html(path: Path | None, report: Report) -> None:
-    """With `--html FILE`, write the page of `report` there atomically; a failure to write names the file (exit 2)."""
+def write_html(path: Path | None, report: Report, asked: str | None = None) -> None:
+    """With `--html FILE`, write the page of `report` there atomically; a failure to write names the file (exit 2).
+
+    `asked` is what the run was asked where the report does not say it (retrieve's query), shown under the title.
+    """
     if path is None:
         return
     links = Links(path.parent)
-    document = page(
-        f"clipcli {report.command}", heading(report), *BODIES[report.command](report, links), problems(report, links)
-    )
+    body = BODIES[report.command](report, links)
+    question = [element("h2", asked)] if asked else []
+    document = page(f"clipcli {report.command}", heading(report), *question, *body, problems(report, links))
     try:
         write_page(path, document)
     except OSError as err:
