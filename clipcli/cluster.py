@@ -69,17 +69,32 @@ class RayExecutor:
 
 def _connect(ray, cluster: str) -> bool:
     """Join or start Ray; True when this call started it (and so stops it at the end)."""
+    if cluster not in ("local", "auto"):
+        _check_reachable(cluster)
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     try:
         if cluster == "local":
             ray.init(include_dashboard=False, **quiet)
+        elif cluster == "auto":
+            ray.init(address=os.environ.get("RAY_ADDRESS") or "auto", **quiet)
         else:
             ray.init(address=cluster, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:
         raise BadInputError(f"--cluster {cluster}: cannot reach a Ray cluster ({_first_line(err)})") from None
     return True
+
+
+def _check_reachable(address: str) -> None:
+    """A head node's port must answer within seconds; Ray itself would retry for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise BadInputError(f"--cluster {address}: expected local, auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=5).close()
+    except OSError as err:
+        raise BadInputError(f"--cluster {address}: no Ray head answers there ({err.strerror or err})") from None
 
 
 def _start_actors(ray, job: Job, workers: int | None) -> list:

@@ -128,6 +128,15 @@ def without_timing(row: dict) -> dict:
     return {key: value for key, value in row.items() if key not in ("seconds", "npy", "png", "color")}
 
 
+@pytest.mark.parametrize(
+    "address, problem",
+    [("127.0.0.1:1", "no Ray head answers there"), ("headnode", "expected local, auto, HOST:PORT or ray://HOST:PORT")],
+)
+def test_a_cluster_address_that_does_not_answer_is_refused_in_seconds(address, problem, tmp_path):
+    with pytest.raises(BadInputError, match=f"^--cluster {address}: {problem}"):
+        list(cluster.RayExecutor(address).outcomes(Squares(tmp_path), [(0, Path("1"))]))
+
+
 def depth_outputs(folder: Path) -> dict[str, np.ndarray]:
     return {path.name: np.load(path) for path in sorted(folder.glob("*_depth.npy"))}
 
