@@ -12,7 +12,17 @@ from rich.table import Table
 from clipcli.batch import expand_inputs
 from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
-from clipcli.options import Html, TopK, TrustCheckpoint, frames_option, labels_option, model_option, out_option
+from clipcli.options import (
+    Cluster,
+    ClusterWorkers,
+    Html,
+    TopK,
+    TrustCheckpoint,
+    frames_option,
+    labels_option,
+    model_option,
+    out_option,
+)
 
 ACTION_HELP = """ActionCLIP action recognition (Wang et al. 2021) on video files.
 
@@ -55,9 +65,12 @@ def classify_action(
     out: Annotated[Path, out_option("Folder for --plot pictures")] = Path("."),
     trust_checkpoint: TrustCheckpoint = False,
     html: Html = None,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.media.video import VIDEO_EXTENSIONS
     from clipcli.pipelines import action as action_pipeline
 
@@ -75,6 +88,7 @@ def classify_action(
         out=out,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [_action_table(row) for row in report.rows()])
     write_html(html, report)

@@ -10,7 +10,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.cli_support import Common, command, show
-from clipcli.options import TrustCheckpoint, frames_option, labels_option, model_option
+from clipcli.options import Cluster, ClusterWorkers, TrustCheckpoint, frames_option, labels_option, model_option
 
 ACTION_EVAL_HELP = """Evaluate ActionCLIP on a labelled list of videos: top-1, top-5 and mean class accuracy.
 
@@ -45,9 +45,12 @@ def action_eval(
         Path | None, typer.Option("--checkpoint", help="An ActionCLIP checkpoint (model_best.pt / last_model.pt).")
     ] = None,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.pipelines import action_eval as pipeline
 
     report = pipeline.evaluate(
@@ -60,6 +63,7 @@ def action_eval(
         frames=frames,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [_accuracy_table(report.summary, report.counts()["failed"])])
     report.raise_for_failures()

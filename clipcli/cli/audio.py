@@ -13,7 +13,7 @@ from clipcli.batch import expand_inputs
 from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
-from clipcli.options import Html, TopK, TrustCheckpoint, batch_size_option, labels_option
+from clipcli.options import Cluster, ClusterWorkers, Html, TopK, TrustCheckpoint, batch_size_option, labels_option
 
 if TYPE_CHECKING:
     from clipcli.runner import Report
@@ -92,9 +92,12 @@ def audio_tag(
     batch_size: Annotated[int, batch_size_option("Audio windows")] = 16,
     trust_checkpoint: TrustCheckpoint = False,
     html: Html = None,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.media.audio import AUDIO_EXTENSIONS
     from clipcli.pipelines import audio as audio_pipeline
 
@@ -113,6 +116,7 @@ def audio_tag(
         batch_size=batch_size,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: tag_tables(report.as_json()))
     write_html(html, report)

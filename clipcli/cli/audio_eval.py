@@ -10,7 +10,7 @@ from rich.table import Table
 
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
-from clipcli.options import Choice, TrustCheckpoint, batch_size_option
+from clipcli.options import Choice, Cluster, ClusterWorkers, TrustCheckpoint, batch_size_option
 
 AUDIO_EVAL_HELP = """Zero-shot AudioCLIP accuracy on ESC-50 or UrbanSound8K, the official way (Guzhov et al. 2021).
 
@@ -49,9 +49,12 @@ def audio_eval(
     ] = AUDIOCLIP_CHECKPOINT,
     batch_size: Annotated[int, batch_size_option("Clips")] = 16,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.pipelines import audio_eval as audio_eval_pipeline
 
     report = audio_eval_pipeline.evaluate(
@@ -63,6 +66,7 @@ def audio_eval(
         batch_size=batch_size,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [accuracy_table(report.summary)])
     report.raise_for_failures()

@@ -14,6 +14,8 @@ from clipcli.batch import expand_inputs
 from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.options import (
+    Cluster,
+    ClusterWorkers,
     Dtype,
     FeatureLayout,
     Html,
@@ -74,9 +76,11 @@ def features(
     workers: Workers = None,
     overwrite: Overwrite = False,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.media.images import IMAGE_EXTENSIONS
     from clipcli.pipelines import features as features_pipeline
 
@@ -92,6 +96,7 @@ def features(
         device=common.device,
         workers=workers,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: _features_output(report))
     report.raise_for_failures()
@@ -142,9 +147,12 @@ def vqa(
     model: Annotated[str, model_option()] = "ViT-B/16",
     trust_checkpoint: TrustCheckpoint = False,
     html: Html = None,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.media.images import IMAGE_EXTENSIONS
     from clipcli.pipelines import vqa as vqa_pipeline
 
@@ -157,6 +165,7 @@ def vqa(
         model_name=model,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: _vqa_output(report))
     write_html(html, report)

@@ -14,6 +14,8 @@ from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import FPS_POOL_MULTIPLE
 from clipcli.options import (
+    Cluster,
+    ClusterWorkers,
     Html,
     Projection,
     Subsample,
@@ -106,9 +108,12 @@ def point_classify(
     ] = 0,
     trust_checkpoint: TrustCheckpoint = False,
     html: Html = None,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.pipelines import point as point_pipeline
 
     paths = expand_inputs(clouds, point_pipeline.INPUT_EXTENSIONS)
@@ -126,6 +131,7 @@ def point_classify(
         out=out,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [_point_table(report, projection)])
     write_html(html, report)
@@ -181,6 +187,8 @@ def point_eval(
         int, typer.Option("--seed", help="Seed for --subsample fps and random, and for topping up small shapes.")
     ] = 0,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
@@ -190,6 +198,7 @@ def point_eval(
     stored). The papers' tables use the test-tuned searched prompts and
     weights: --prompts paper --view-weights paper (V2, ModelNet40, ViT-B/16: 64.26%).
     """
+    from clipcli.cluster import executor_for
     from clipcli.pipelines import point as point_pipeline
 
     paths = expand_inputs(sets, point_pipeline.H5_EXTENSIONS)
@@ -203,6 +212,7 @@ def point_eval(
         options=_point_options(points, subsample, normalize, up_axis, seed),
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [_point_eval_table(report.summary, projection)])
     report.raise_for_failures()

@@ -12,7 +12,16 @@ from rich.table import Table
 from clipcli.batch import expand_inputs
 from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
-from clipcli.options import Animation, Html, OutputFolder, Overwrite, TrustCheckpoint, model_option
+from clipcli.options import (
+    Animation,
+    Cluster,
+    ClusterWorkers,
+    Html,
+    OutputFolder,
+    Overwrite,
+    TrustCheckpoint,
+    model_option,
+)
 
 if TYPE_CHECKING:
     from clipcli.runner import Report
@@ -85,9 +94,12 @@ def sketch(
     overwrite: Overwrite = False,
     trust_checkpoint: TrustCheckpoint = False,
     html: Html = None,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.media.images import IMAGE_EXTENSIONS
     from clipcli.pipelines import sketch as sketch_pipeline
     from clipcli.pipelines.sketch_files import output_names
@@ -118,6 +130,7 @@ def sketch(
         overwrite=overwrite,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: [_sketch_table(report)])
     write_html(html, report)

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.cli_support import Common, command, show
-from clipcli.options import TrustCheckpoint, model_option
+from clipcli.options import Cluster, ClusterWorkers, TrustCheckpoint, model_option
 
 VQA_EVAL_HELP = """The standard VQA accuracy of `clipcli vqa`'s zero-shot answer ranking on VQAv2-format data.
 
@@ -42,9 +42,12 @@ def vqa_eval(
         int | None, typer.Option("--limit", min=1, help="Evaluate only the first N questions by question_id.")
     ] = None,
     trust_checkpoint: TrustCheckpoint = False,
+    cluster: Cluster = None,
+    workers: ClusterWorkers = None,
     *,
     common: Common,
 ) -> None:
+    from clipcli.cluster import executor_for
     from clipcli.pipelines import vqa_eval as vqa_eval_pipeline
 
     report = vqa_eval_pipeline.evaluate(
@@ -56,6 +59,7 @@ def vqa_eval(
         model_name=model,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        executor=executor_for(cluster, workers),
     )
     show(common, report, lambda: _vqa_eval_output(report.summary))
     report.raise_for_failures()
