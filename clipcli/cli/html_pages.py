@@ -76,7 +76,10 @@ def problems(report: Report, links: Links) -> Html:
     rows = [row for row in report.rows() if row["status"] != "ok"] + report.summary.get("image_failures", [])
     if not rows:
         return Html("")
-    cells = [(source(links, row["input"]), status("failed"), row["error"]) for row in rows if row["status"] == "failed"]
+    failed = [row for row in rows if row["status"] == "failed"]
+    cells: list[tuple[Html | str, Html, str]] = [
+        (source(links, row["input"]), status("failed"), row["error"]) for row in failed
+    ]
     skipped = [row for row in rows if row["status"] == "skipped"]
     if len(skipped) > MANY_SKIPPED:
         reasons = Counter(row["reason"] for row in skipped)

@@ -50,7 +50,7 @@ class Html(str):
 
 def text(value: object) -> Html:
     """`value` as escaped text; characters of a name that was not UTF-8 show as U+FFFD."""
-    readable = os.fsencode(value).decode("utf-8", "replace") if isinstance(value, str) else str(value)
+    readable = os.fsencode(value).decode("utf-8", "replace") if isinstance(value, str | os.PathLike) else str(value)
     return Html(html.escape(readable, quote=True))
 
 
