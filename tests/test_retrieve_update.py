@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass, field
 
 import pytest
 from makers.report import json_rows
 from makers.video import index_frames, write_video
 from typer.testing import CliRunner
 
+from clipcli import cluster
 from clipcli.cli import app
-from clipcli.errors import ParameterError
+from clipcli.errors import BadInputError, ParameterError
 from clipcli.pipelines import retrieve
+from clipcli.runner import LocalExecutor
 from clipcli.store.index import VideoIndex
 
 runner = CliRunner()
@@ -97,6 +100,52 @@ def test_option_errors_name_the_parameter_in_python_and_the_flag_on_the_command_
     result = invoke("retrieve", tmp_path, "a dog", "--ann", "on")
     assert result.exit_code == 2
     assert result.stderr == "error: --ann on needs faiss, which is not installed: pip install clipcli[faiss]\n"
+
+
+def test_a_commit_failing_mid_update_ends_the_update_and_keeps_the_batches_committed(
+    folder, tiny_vit_path, monkeypatch
+):
+    real_write, commits = VideoIndex.write, []
+
+    def fills_up(index, records, failures=()):
+        commits.append([record.path.name for record in records] + [failure.path.name for failure in failures])
+        if len(commits) == 2:
+            raise BadInputError("database or disk is full", index.db_path)
+        return real_write(index, records, failures)
+
+    monkeypatch.setattr(VideoIndex, "write", fills_up)
+    retriever = retrieve.Retriever.load(str(tiny_vit_path), device="cpu")
+    files = retrieve.walk_videos(folder)
+    with VideoIndex(folder.parent / "index") as index, pytest.raises(BadInputError, match="disk is full$"):
+        retrieve.update_index(index, retriever, files, roots=[folder], batch_videos=2, workers=1)
+    assert commits == [["clip0.mp4", "broken.mp4"], ["clip1.mp4", "clip2.mp4"]]  # the second was not retried
+    with VideoIndex(folder.parent / "index") as index:
+        assert index.matrix([folder]).paths == [folder / "clip0.mp4"]
+        assert [path for path, _ in index.failures([folder])] == [folder / "broken.mp4"]
+
+
+@dataclass
+class CountingExecutor(LocalExecutor):
+    """A local executor that says which jobs it ran over how many inputs."""
+
+    runs: list = field(default_factory=list)
+
+    def outcomes(self, job, todo):
+        self.runs.append((job.name, len(todo)))
+        yield from super().outcomes(job, todo)
+
+
+def test_retrieve_eval_indexes_through_the_cluster_executor(folder, tiny_vit_path, tmp_path, monkeypatch):
+    executor = CountingExecutor()
+    monkeypatch.setattr(
+        cluster, "executor_for", lambda name, workers: executor if (name, workers) == ("x", 2) else None
+    )
+    (tmp_path / "captions.csv").write_text("video_id,sentence\nclip0,a dark clip\nclip2,a darker clip\n")
+    result = invoke("retrieve-eval", tmp_path / "captions.csv", folder, "--model", tiny_vit_path, "--json",
+                    "--cluster", "x", "--workers", "2")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert executor.runs == [("indexing", 2)]
+    assert json.loads(result.stdout)["counts"] == {"ok": 2, "skipped": 0, "failed": 0}
 
 
 def test_retrieve_on_the_cluster_ranks_as_the_local_run_and_indexes_each_video_once(
