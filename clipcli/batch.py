@@ -1,9 +1,6 @@
-"""Running one function over many inputs: progress, skipping, failures, exit codes.
+"""What every batch command shares around its run: inputs, output names, SIGTERM.
 
-docs/architecture.md: one bad input is reported and skipped, the rest complete, and the
-command exits 4; a single bad input exits 2 with its one-line error.
-
-Every command names its output files one way (`OutputNames`): after the
+The run itself is `clipcli.runner`'s. Every command names its output files one way (`OutputNames`): after the
 input's file name without its last extension, under `--out`. Inputs that
 would write one file are refused before any work, and no command reads back
 its own outputs or the temp files of an interrupted write.
@@ -17,80 +14,12 @@ import os
 import signal
 import tempfile
 import threading
-from collections.abc import Callable, Generator, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from clipcli import ui
-from clipcli.errors import BadInputError, PartialFailure
-from clipcli.prefetch import read_ahead
-
-
-def run_batch(
-    inputs: Sequence[Path],
-    process: Callable[..., dict],
-    *,
-    description: str,
-    done: Callable[[Path], bool] | None = None,
-    read: Callable[[Path], object] | None = None,
-    workers: int = 0,
-) -> list[dict]:
-    """`process(path)` for each input, collecting one result dict per input, in input order.
-
-    `done(path)` true means the outputs already exist: the input is skipped
-    (and not read). With `read`, inputs are read ahead on `workers` threads
-    (`clipcli.prefetch`) and the call is `process(path, read(path))`. A
-    `BadInputError` from either marks that input failed and the batch goes on.
-    """
-    rows = [skipped_row(path) if done is not None and done(path) else None for path in inputs]
-    todo = [(position, path) for position, path in enumerate(inputs) if rows[position] is None]
-    if read is None:
-        values: Generator[tuple[tuple[int, Path], object], None, None] = ((entry, None) for entry in todo)
-    else:
-        values = read_ahead(todo, lambda entry: read(entry[1]), workers=workers)
-    with ui.progress() as bar, contextlib.closing(values):
-        task = bar.add_task(description, total=len(inputs), completed=len(inputs) - len(todo))
-        for (position, path), value in values:
-            try:
-                if isinstance(value, BadInputError):
-                    raise value
-                data = process(path) if read is None else process(path, value)
-                rows[position] = {"input": str(path), "status": "ok", **data}
-            except (BadInputError, OSError) as err:
-                rows[position] = failed_row(
-                    path, err if isinstance(err, BadInputError) else _os_error_message(path, err)
-                )
-            bar.advance(task)
-    return [row for row in rows if row is not None]
-
-
-def skipped_row(path: Path, reason: str = "outputs exist (use --overwrite)") -> dict:
-    """The result row of an input whose outputs are already there."""
-    return {"input": str(path), "status": "skipped", "reason": reason}
-
-
-def failed_row(path: Path, error: BaseException | str) -> dict:
-    """The result row of an input that failed; its one-line error is said on stderr as it happens."""
-    ui.error(str(error))
-    return {"input": str(path), "status": "failed", "error": str(error)}
-
-
-def _os_error_message(path: Path, err: OSError) -> str:
-    """A file-system failure while processing `path` (a full disk, a folder gone): its input and what failed."""
-    where = f" ({os.fsdecode(err.filename)})" if isinstance(err.filename, (str, bytes)) else ""
-    return f"{path}: {err.strerror or type(err).__name__}{where}"
-
-
-def raise_for_failures(results: list[dict]) -> None:
-    """Exit 2 for a lone bad input, 4 when some of a batch failed."""
-    failed = [r for r in results if r["status"] == "failed"]
-    if not failed:
-        return
-    if len(results) == 1:
-        error = BadInputError(failed[0]["error"])
-        error.already_reported = True
-        raise error
-    raise PartialFailure(len(failed), len(results))
+from clipcli.errors import BadInputError
 
 
 @contextlib.contextmanager

@@ -153,3 +153,39 @@ def test_failures_exit_2_for_a_lone_input_and_4_for_part_of_a_batch():
         batch.raise_for_failures()
     assert partial.value.exit_code == 4
     Report("x", [Result.ok("b", {}), Result.skipped("c")]).raise_for_failures()
+
+
+@dataclass
+class Reading(Job):
+    """Records what it reads; a multi-line error for one input, a full disk while computing another."""
+
+    read_names: list[str] = field(default_factory=list)
+    read_workers: int = 2
+    name = "reading"
+
+    def done(self, path: Path) -> bool:
+        return path.name == "finished"
+
+    def read(self, path: Path) -> str:
+        self.read_names.append(path.name)
+        if path.name == "noisy.mp4":
+            raise BadInputError("cannot decode (libav said:\n  frame 3 corrupt\n  frame 4 corrupt)", path)
+        return path.name
+
+    def compute(self, path: Path, value: str) -> dict:
+        if value == "full":
+            raise OSError(errno.ENOSPC, "No space left on device", "/out/full_depth.png")
+        return {"name": value}
+
+
+def test_finished_inputs_are_never_read_and_failures_are_one_line_on_stderr(capsys):
+    job = Reading()
+    report = run_job(job, [Path(name) for name in ("a", "finished", "noisy.mp4", "full", "b")])
+    assert [r.status for r in report.results] == ["ok", "skipped", "failed", "failed", "ok"]
+    assert sorted(job.read_names) == ["a", "b", "full", "noisy.mp4"]
+    assert report.results[2].error.count("\n") == 2  # the report keeps the whole message
+    assert report.results[3].error == "full: No space left on device (/out/full_depth.png)"
+    assert capsys.readouterr().err.splitlines() == [
+        "error: noisy.mp4: cannot decode (libav said:",
+        "error: full: No space left on device (/out/full_depth.png)",
+    ]
