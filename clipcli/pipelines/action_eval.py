@@ -247,8 +247,9 @@ def dataset_of(source: str, labels: Sequence[str]) -> str | None:
 
 def published(dataset: str | None, architecture: str | None, frames: int) -> dict:
     """The published figures for this label set, architecture and frame count; None where there is none."""
-    fine_tuned = FINE_TUNED.get((dataset, architecture, frames))
-    zero_shot = ZERO_SHOT.get((dataset, architecture))
+    known = dataset is not None and architecture is not None
+    fine_tuned = FINE_TUNED.get((dataset, architecture, frames)) if known else None  # type: ignore[arg-type]
+    zero_shot = ZERO_SHOT.get((dataset, architecture)) if known else None  # type: ignore[arg-type]
     return {
         "fine_tuned": None if fine_tuned is None else {"top1": fine_tuned[0], "top5": fine_tuned[1]},
         "zero_shot": None if zero_shot is None else {"top1": zero_shot, "top5": None},
