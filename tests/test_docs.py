@@ -75,3 +75,47 @@ def test_every_subcommand_has_a_command_page_that_readme_links_to():
         pages = [page for page in (DOCS / "commands").glob("*.md") if f"`clipcli {name}`" in page.read_text("utf-8")]
         assert pages, f"no docs/commands page names `clipcli {name}`"
         assert any(page.resolve() in readme_pages for page in pages), f"README links no page for clipcli {name}"
+
+
+def worked_example_pipeline() -> str:
+    """The pipeline module of adding-a-command.md: the python block of its section 1."""
+    guide = (DOCS / "adding-a-command.md").read_text(encoding="utf-8")
+    section = guide.split("\n## 1. ", 1)[1].split("\n## 2. ", 1)[0]
+    return re.search(r"```python\n(.*?)```", section, flags=re.DOTALL).group(1)
+
+
+def test_the_worked_example_pipeline_embeds_images_and_fails_a_broken_one_alone(tmp_path, monkeypatch, tiny_vit_path):
+    import importlib.util
+    import sys
+
+    import numpy as np
+
+    from clipcli.models import load_clip
+    from tests.makers.images import draw_shapes_image, write_image
+
+    module_path = tmp_path / "embed_example.py"
+    module_path.write_text(worked_example_pipeline(), encoding="utf-8")
+    spec = importlib.util.spec_from_file_location("embed_example", module_path)
+    embed_example = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "embed_example", embed_example)
+    spec.loader.exec_module(embed_example)
+    write_image(tmp_path / "good.png", draw_shapes_image(64))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+
+    inputs = [tmp_path / "broken.png", tmp_path / "good.png"]
+    report = embed_example.run(inputs, out=tmp_path / "out", model_name=str(tiny_vit_path), device="cpu")
+    rerun = embed_example.run(inputs, out=tmp_path / "out", model_name=str(tiny_vit_path), device="cpu")
+
+    width = load_clip(tiny_vit_path, "cpu")[0].visual.output_dim
+    assert [(result.input, result.status) for result in report.results] == [
+        (str(tmp_path / "broken.png"), "failed"),
+        (str(tmp_path / "good.png"), "ok"),
+    ]
+    assert "broken.png" in report.failed[0].error
+    vector = np.load(tmp_path / "out" / "good_embedding.npy")
+    assert vector.shape == (width,)
+    assert np.linalg.norm(vector) == pytest.approx(1.0, abs=1e-5)
+    assert report.ok[0].data == {"dimensions": width, "output": str(tmp_path / "out" / "good_embedding.npy")}
+    assert not (tmp_path / "out" / "broken_embedding.npy").exists()
+    assert report.as_json()["counts"] == {"ok": 1, "skipped": 0, "failed": 1}
+    assert [result.status for result in rerun.results] == ["failed", "skipped"]
