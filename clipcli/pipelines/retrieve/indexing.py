@@ -151,6 +151,7 @@ class IndexJob(Job):
         return previous is not None and (previous.size, previous.mtime_ns) == self._current[path]
 
     def read(self, path: Path) -> DecodedVideo | Undecodable:
+        """The sampled frames; a video that will not decode is an outcome too, for the index to remember."""
         try:
             return decode_video(path, self.frames, self.sampling, self._retriever.resolution)
         except _DECODE_ERRORS as err:
@@ -162,6 +163,7 @@ class IndexJob(Job):
         return [next(records) if isinstance(value, DecodedVideo) else value for _, value in items]
 
     def write(self, path: Path, outcome: VideoRecord | Undecodable) -> dict:
+        """Queue the video for the next commit; an undecodable one is stored as failed and fails its row."""
         if isinstance(outcome, Undecodable):
             size, mtime = _stat_files([path]).get(path, (-1, -1))
             self._failures.append(Failure(path, size, mtime, outcome.message))
