@@ -6,7 +6,7 @@ import pytest
 
 from clipcli.errors import BadInputError
 from clipcli.media.labels import Labels, read_labels
-from clipcli.pipelines import action, audio, point, vqa
+from clipcli.pipelines import action, audio, point_prompts, vqa
 
 BUILTIN = {"animals": lambda: ["cat", "dog", "cow"]}
 
@@ -14,7 +14,7 @@ BUILTIN = {"animals": lambda: ["cat", "dog", "cow"]}
 COMMAND_READERS = [
     (action.parse_labels, "hmdb51"),
     (audio.parse_labels, "esc50"),
-    (lambda spec: Labels("", point.parse_labels(spec)), "modelnet40"),
+    (lambda spec: Labels("", point_prompts.parse_labels(spec)), "modelnet40"),
     (lambda spec: vqa.resolve_answers(spec, vqa.rewrite_question("what color is it")), "colors"),
 ]
 

@@ -28,7 +28,7 @@ from clipcli.media import h5clouds
 from clipcli.media.h5clouds import read_h5_clouds
 from clipcli.media.points import load_points
 from clipcli.models import load_clip
-from clipcli.pipelines import point, point_prep
+from clipcli.pipelines import point, point_prep, point_prompts
 from clipcli.pipelines.point_prep import (
     FPS_POOL_MULTIPLE,
     CloudOptions,
@@ -80,12 +80,12 @@ def official_logits(model, maps, sentences, weights, scale):
 
 @torch.no_grad()
 def test_v2_logits_equal_the_weighted_view_cosine_formula(tiny_vit):
-    labels = point.load_label_set("modelnet40")
+    labels = point_prompts.load_label_set("modelnet40")
     classifier = point.ZeroShotClassifier.build(tiny_vit, labels, "v2", "paper:vit_b16", "paper:vit_b16")
     clouds = [cube_points(700, 0), cylinder_points(900, 1)]
     points = prepare_clouds(clouds, CloudOptions(points=256), "cpu")
     logits, maps = classifier(points)
-    searched = json.loads((resources.files("clipcli.data") / point.SEARCHED_FILE).read_text(encoding="utf-8"))
+    searched = json.loads((resources.files("clipcli.data") / point_prompts.SEARCHED_FILE).read_text(encoding="utf-8"))
     sentences = searched["prompts"]["modelnet40"]["vit_b16"]
     assert sentences[0] == "A three-dimensional model of an airplane composed of gray, fuzzy balls."
     expected = official_logits(tiny_vit, project_v2(points), sentences, MN40_VIT_B16_WEIGHTS, 100.0)
@@ -114,7 +114,7 @@ def test_template_prompts_are_averaged_embeddings(tiny_vit):
     classifier = point.ZeroShotClassifier.build(tiny_vit, labels, "v2")
     columns = []
     for name in labels:
-        emb = tiny_vit.encode_text(clip.tokenize([t.format(name) for t in point.V2_TEMPLATES]))
+        emb = tiny_vit.encode_text(clip.tokenize([t.format(name) for t in point_prompts.V2_TEMPLATES]))
         mean = (emb / emb.norm(dim=-1, keepdim=True)).mean(dim=0)
         columns.append(mean / mean.norm())
     torch.testing.assert_close(classifier.text, torch.stack(columns, dim=1), rtol=1e-5, atol=1e-5)
@@ -198,18 +198,18 @@ def test_up_axis_z_equals_rotating_the_cloud_to_y_up_first():
 
 
 def test_label_sets_and_parsing(tmp_path):
-    modelnet = point.parse_labels("modelnet40")
+    modelnet = point_prompts.parse_labels("modelnet40")
     assert len(modelnet) == 40 and modelnet[0] == "airplane" and modelnet[15] == "flower_pot" and modelnet[-1] == "xbox"
-    scan = point.parse_labels("scanobjectnn")
+    scan = point_prompts.parse_labels("scanobjectnn")
     assert scan[:3] == ["bag", "bin", "box"] and scan[10] == "bed" and len(scan) == 15
     (tmp_path / "names.txt").write_text("# mine\ncup\n\nbowl\n")
-    assert point.parse_labels(str(tmp_path / "names.txt")) == ["cup", "bowl"]
-    assert point.parse_labels("a, b,c") == ["a", "b", "c"]
+    assert point_prompts.parse_labels(str(tmp_path / "names.txt")) == ["cup", "bowl"]
+    assert point_prompts.parse_labels("a, b,c") == ["a", "b", "c"]
     assert point.dataset_of(scan) == "scanobjectnn" and point.dataset_of(["a", "b"]) is None
     with pytest.raises(BadInputError, match="duplicate"):
-        point.parse_labels("a,b,a")
+        point_prompts.parse_labels("a,b,a")
     with pytest.raises(BadInputError, match=r"not a built-in set \(modelnet40, scanobjectnn\)"):
-        point.parse_labels("shapenet")
+        point_prompts.parse_labels("shapenet")
 
 
 def test_prompt_modes():
@@ -217,9 +217,9 @@ def test_prompt_modes():
     assert point.class_prompts(labels, "v1") == [["point cloud depth map of a flower pot."],
                                                  ["point cloud depth map of a chair."]]  # fmt: skip
     assert point.class_prompts(labels, "v1", "paper") == point.class_prompts(labels, "v1")
-    assert len(point.class_prompts(labels, "v2")[0]) == len(point.V2_TEMPLATES)
+    assert len(point.class_prompts(labels, "v2")[0]) == len(point_prompts.V2_TEMPLATES)
     assert point.class_prompts(labels, "v2", "a {} in 3D") == [["a flower pot in 3D"], ["a chair in 3D"]]
-    scan = point.load_label_set("scanobjectnn")
+    scan = point_prompts.load_label_set("scanobjectnn")
     assert point.class_prompts(scan, "v2", "paper:vit_b16")[1] == ["This is a monochrome depth map of a bin."]
     with pytest.raises(BadInputError, match="^prompts: paper: .* only for the modelnet40 and scanobjectnn labels$"):
         point.class_prompts(labels, "v2", "paper:vit_b16")
@@ -228,7 +228,7 @@ def test_prompt_modes():
 
 
 def test_view_weight_modes(tiny_vit):
-    modelnet = point.load_label_set("modelnet40")
+    modelnet = point_prompts.load_label_set("modelnet40")
     assert point.view_weights("paper:vit_b16", "v2", modelnet) == MN40_VIT_B16_WEIGHTS
     assert point.view_weights("uniform", "v1") == [1.0] * 6
     assert point.view_weights("1,0,2,1,1,1", "v1") == [1.0, 0.0, 2.0, 1.0, 1.0, 1.0]
@@ -470,7 +470,7 @@ def test_help_states_the_fps_pool_and_its_seed(command):
 
 def bad_settings():
     """Calls that refuse one setting each, as point-classify and point-eval make them."""
-    labels = point.load_label_set("modelnet40")
+    labels = point_prompts.load_label_set("modelnet40")
     return [
         lambda: CloudOptions(points=0).check(),
         lambda: CloudOptions(sampling="grid").check(),

@@ -115,11 +115,12 @@ def point_classify(
 ) -> None:
     from clipcli.cluster import executor_for
     from clipcli.pipelines import point as point_pipeline
+    from clipcli.pipelines import point_prompts
 
     paths = expand_inputs(clouds, point_pipeline.INPUT_EXTENSIONS)
     report = point_pipeline.classify(
         paths,
-        labels=point_pipeline.parse_labels(labels),
+        labels=point_prompts.parse_labels(labels),
         projection=projection,
         model_name=model,
         prompts=prompts,
@@ -200,11 +201,12 @@ def point_eval(
     """
     from clipcli.cluster import executor_for
     from clipcli.pipelines import point as point_pipeline
+    from clipcli.pipelines import point_prompts
 
     paths = expand_inputs(sets, point_pipeline.H5_EXTENSIONS)
     report = point_pipeline.evaluate(
         paths,
-        labels=point_pipeline.parse_labels(labels),
+        labels=point_prompts.parse_labels(labels),
         projection=projection,
         model_name=model,
         prompts=prompts,

@@ -32,7 +32,7 @@ from clipcli.media.frame_indices import sample_indices
 from clipcli.media.images import load_image
 from clipcli.media.sampling import sample_video
 from clipcli.pipelines import action
-from clipcli.pipelines.point import backbone_key
+from clipcli.pipelines.point_prompts import backbone_key
 from clipcli.runner import Executor, Job, Report, run_job
 
 FRAME_TEMPLATE = "img_{:05d}.jpg"  # configs/*/*.yaml image_tmpl, with index_bias 1

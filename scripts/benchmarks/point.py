@@ -87,8 +87,9 @@ def bench_point(args: argparse.Namespace, device: torch.device) -> list[dict]:
     large cloud has --cloud-points points (10 million by default), the large
     mesh is a 1-million-triangle binary STL, both read on the CPU.
     """
-    from clipcli.pipelines.point import ZeroShotClassifier, load_label_set
+    from clipcli.pipelines.point import ZeroShotClassifier
     from clipcli.pipelines.point_prep import CloudOptions, prepare_clouds
+    from clipcli.pipelines.point_prompts import load_label_set
     from clipcli.render.projection import project_v1, project_v2
 
     rng = np.random.default_rng(0)
