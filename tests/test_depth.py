@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from conftest import TINY_RESNET, build_tiny_clip
 from makers.images import draw_shapes_image, write_image
+from makers.report import json_rows
 from typer.testing import CliRunner
 
 from clipcli.cli import app
 from clipcli.errors import BadInputError
 from clipcli.models import load_clip
 from clipcli.pipelines import depth
-from tests.makers.report import json_rows
 
 runner = CliRunner()
 

@@ -21,6 +21,7 @@ import pytest
 from clip.model import CLIP
 from makers.images import draw_shapes_image, write_image
 from makers.points import cube_points, write_npy, write_xyz
+from makers.report import json_rows
 from makers.video import write_video
 from rich.console import Console
 from rich.table import Table
@@ -33,7 +34,6 @@ from clipcli.errors import BadInputError
 from clipcli.media.images import IMAGE_EXTENSIONS
 from clipcli.pipelines import audio, depth, features, retrieve
 from clipcli.store.atomic import atomic_path
-from tests.makers.report import json_rows
 
 runner = CliRunner()
 
