@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pytest
 import torch
 from makers.images import draw_shapes_image, write_image
@@ -18,6 +20,9 @@ from test_sketch import sketch_resnet
 from typer.testing import CliRunner
 
 from clipcli.cli import app
+from clipcli.media.images import load_image
+from clipcli.models import load_clip
+from clipcli.pipelines import depth
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 ALL_SCRIPTS = sorted([*SCRIPTS.glob("*.sh"), *SCRIPTS.glob("reproduce/*.sh")])
@@ -120,6 +125,39 @@ def test_each_reproduce_script_names_its_data_and_weights_and_uses_real_options(
     assert page.exit_code == 0
     for option in (word for word in arguments if word.startswith("--")):
         assert option in page.stdout, option
+
+
+def nyu_test_split(root: Path) -> list[tuple[Path, np.ndarray]]:
+    """Two 480x640 scenes laid out as DepthCLIP's extraction script writes them, with its test list."""
+    listed = [
+        "bathroom/rgb_00045.jpg bathroom/sync_depth_00045.png",
+        "bedroom/rgb_00055.jpg bedroom/sync_depth_00055.png",
+    ]
+    pairs = []
+    for seed, line in enumerate(listed):
+        rgb_name, gt_name = line.split()
+        (root / rgb_name).parent.mkdir(parents=True, exist_ok=True)
+        write_image(root / rgb_name, draw_shapes_image((480, 640), seed=seed))
+        gt_mm = np.full((480, 640), 2000 + 1000 * seed, np.uint16)
+        cv2.imwrite(str(root / gt_name), gt_mm)
+        pairs.append((root / rgb_name, gt_mm / 1000.0))
+    (root / "nyudepthv2_test_files_with_gt_dense.txt").write_text("\n".join(listed) + "\n")
+    return pairs
+
+
+def test_the_nyu_script_scores_the_official_test_list_as_the_metrics_computed_by_hand(tmp_path, tiny_rn_path):
+    pairs = nyu_test_split(tmp_path / "test")
+    result = run(SCRIPTS / "reproduce/nyu-depth-v2.sh", tmp_path / "test", tiny_rn_path, "--device", "cpu", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    model = load_clip(tiny_rn_path, device="cpu")[0]
+    per_image = []
+    for rgb_path, gt in pairs:
+        prediction = depth.predict_for_evaluation(model, load_image(rgb_path), (480, 640), "auto")
+        per_image.append(depth.depth_metrics(prediction, gt, depth.evaluation_region(prediction, gt, (480, 640), 10.0)))
+    assert report["images"] == 2 and report["paper_nyu"]["abs_rel"] == 0.388
+    for name in per_image[0]:
+        assert report["mean"][name] == pytest.approx(np.mean([metrics[name] for metrics in per_image]), rel=1e-5)
 
 
 # ---------------------------------------------------------------- sketch-folder.sh
