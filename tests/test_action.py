@@ -17,7 +17,7 @@ from PIL import Image
 from clipcli.errors import BadInputError
 from clipcli.models.fusion import load_actionclip
 from clipcli.models.text_encoder import encode_prompts
-from clipcli.pipelines import action
+from clipcli.pipelines import action, action_text
 
 # Written out from sallymmx/ActionCLIP utils/Text_Prompt.py, independently of the module under test.
 OFFICIAL_TEMPLATES = [
@@ -50,7 +50,7 @@ def tiny():
 
 def test_templates_are_the_official_sixteen_in_order():
     assert list(action.TEMPLATES) == OFFICIAL_TEMPLATES
-    prompts = action.template_prompts(["a", "b"])
+    prompts = action_text.template_prompts(["a", "b"])
     assert prompts[:3] == ["a photo of action a", "a photo of action b", "a picture of action a"]
     assert len(prompts) == 32
 
@@ -108,14 +108,14 @@ def test_probabilities_follow_the_video_feature(tiny):
     ],
 )
 def test_label_sets_have_the_official_counts_and_order(name, count, first, last):
-    labels = action.load_label_set(name)
+    labels = action_text.load_label_set(name)
     assert len(labels) == count == len(set(labels))
     assert labels[0] == first and labels[-1] == last
     assert all(label == label.strip() and label for label in labels)
 
 
 def test_kinetics_keeps_official_spelling():
-    labels = action.load_label_set("kinetics400")
+    labels = action_text.load_label_set("kinetics400")
     assert labels[1] == "air drumming"
     assert "passing American football (in game)" in labels
 
@@ -131,11 +131,11 @@ def test_kinetics_keeps_official_spelling():
     ],
 )
 def test_camel_case_split(camel, words):
-    assert action.split_camel_case(camel) == words
+    assert action_text.split_camel_case(camel) == words
 
 
 def test_ucf101_names_are_all_split_into_words():
-    labels = action.load_label_set("ucf101")
+    labels = action_text.load_label_set("ucf101")
     assert "Handstand Pushups" in labels and "Playing Daf" in labels and "Tai Chi" in labels
     assert all(word[:1].isupper() for label in labels for word in label.split())
 
@@ -404,11 +404,11 @@ def test_text_features_are_cached_on_disk_per_model_and_labels(isolated_home, mo
     def fail(*args, **kwargs):
         raise AssertionError("encoded again despite the disk cache")
 
-    encode = action._encode_templates
-    monkeypatch.setattr(action, "_encode_templates", fail)
+    encode = action_text._encode_templates
+    monkeypatch.setattr(action_text, "_encode_templates", fail)
     again = action.text_features(build_tiny_clip(TINY_VIT, 5), NAMES, model_id="abc")  # a new model object
     torch.testing.assert_close(again, first)
-    monkeypatch.setattr(action, "_encode_templates", encode)
+    monkeypatch.setattr(action_text, "_encode_templates", encode)
     action.text_features(build_tiny_clip(TINY_VIT, 5), NAMES[:2], model_id="abc")
     action.text_features(build_tiny_clip(TINY_VIT, 6), NAMES, model_id="other")
     assert len(list((isolated_home / ".cache" / "clipcli").rglob("*.npy"))) == 3

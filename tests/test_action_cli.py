@@ -18,7 +18,7 @@ from clipcli.cli import app
 from clipcli.media.frame_indices import sample_indices
 from clipcli.media.video import read_frames, sample_frames
 from clipcli.models import clip_loader, load_clip
-from clipcli.pipelines import action
+from clipcli.pipelines import action, action_text
 
 runner = CliRunner()
 LABELS = "juggling balls,riding a bike,playing guitar"
@@ -71,7 +71,7 @@ def test_text_embeddings_are_cached_on_disk(videos, tiny_vit_path, isolated_home
     def fail(*args, **kwargs):
         raise AssertionError("text encoded again")
 
-    monkeypatch.setattr(action, "_encode_templates", fail)
+    monkeypatch.setattr(action_text, "_encode_templates", fail)
     result = run(videos[0], "--model", tiny_vit_path, "--labels", LABELS, "--json")
     assert result.exit_code == 0, result.output
 

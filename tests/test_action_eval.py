@@ -11,7 +11,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from clipcli.cli import app
-from clipcli.pipelines import action, action_eval
+from clipcli.pipelines import action, action_eval, action_text
 
 runner = CliRunner()
 LABELS = ["juggling balls", "riding a bike", "playing guitar", "dancing ballet", "eating cake", "swimming", "running"]
@@ -196,7 +196,7 @@ def test_published_figures_follow_the_architecture_and_frames():
     assert action_eval.published("kinetics400", "ViT-B/32", 16)["fine_tuned"] is None
     ucf = action_eval.published("ucf101", "ViT-B/16", 32)
     assert ucf["fine_tuned"]["top1"] == 97.1 and ucf["zero_shot"]["top1"] == 58.3
-    assert action_eval.dataset_of("some.txt", action.load_label_set("hmdb51")) == "hmdb51"
+    assert action_eval.dataset_of("some.txt", action_text.load_label_set("hmdb51")) == "hmdb51"
 
 
 def test_list_class_names_match_in_any_spelling():

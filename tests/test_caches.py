@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 from clipcli.cli import app
 from clipcli.models import load_clip, text_cache
 from clipcli.models.weights import _hash_cache_path
-from clipcli.pipelines import action, audio
+from clipcli.pipelines import action, action_text, audio
 from clipcli.store.cache import cache_folder, read_cache
 
 runner = CliRunner()
@@ -42,7 +42,7 @@ def test_every_cache_lives_in_the_one_cache_folder(tmp_path, monkeypatch):
     clipcli_cache = tmp_path / "xdg" / "clipcli"
     assert cache_folder() == clipcli_cache
     assert _hash_cache_path() == clipcli_cache / "sha256.json"
-    assert action.text_cache_dir() == clipcli_cache / "actionclip-text"
+    assert action_text.text_cache_dir() == clipcli_cache / "actionclip-text"
     assert text_cache.cache_file("f" * 64, build_tiny_clip(TINY_VIT, 0)).parent == clipcli_cache / "text"
 
 

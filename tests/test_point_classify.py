@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from makers import points as makers
 from makers.points import cube_points, cylinder_points, sphere_points, write_npy, write_xyz
+from makers.report import json_rows
 from typer.testing import CliRunner
 
 from clipcli.cli import app
@@ -37,7 +38,6 @@ from clipcli.pipelines.point_prep import (
     prepare_clouds,
 )
 from clipcli.render.projection import project_v1, project_v2
-from tests.makers.report import json_rows
 
 runner = CliRunner()
 MN40_VIT_B16_WEIGHTS = [0.75, 0.75, 0.75, 0.25, 0.75, 1.0, 0.25, 1.0, 0.75, 0.25]  # spec 2.2

@@ -31,7 +31,7 @@ from clipcli.errors import BadInputError
 from clipcli.media.frame_indices import sample_indices
 from clipcli.media.images import load_image
 from clipcli.media.sampling import sample_video
-from clipcli.pipelines import action
+from clipcli.pipelines import action, action_text
 from clipcli.pipelines.point_prompts import backbone_key
 from clipcli.runner import Executor, Job, Report, run_job
 
@@ -122,7 +122,7 @@ def _label_index(label: str, number: int, classes: dict[str, int], count: int, p
 
 def label_key(name: str) -> str:
     """How a list's class name is matched: 'ApplyEyeMakeup', 'apply_eye_makeup' and 'Apply Eye Makeup' alike."""
-    return " ".join(action.split_camel_case(name).replace("_", " ").lower().split())
+    return " ".join(action_text.split_camel_case(name).replace("_", " ").lower().split())
 
 
 def _class_index(labels: Sequence[str]) -> dict[str, int]:
@@ -236,11 +236,11 @@ def accuracy(truth: Sequence[int], ranked: Sequence[Sequence[int]]) -> dict:
 
 def dataset_of(source: str, labels: Sequence[str]) -> str | None:
     """The shipped label set `--labels` names or holds (a file of exactly its classes counts too)."""
-    if source in action.LABEL_SETS:
+    if source in action_text.LABEL_SETS:
         return source
     keys = [label_key(name) for name in labels]
-    for name in action.LABEL_SETS:
-        if keys == [label_key(label) for label in action.load_label_set(name)]:
+    for name in action_text.LABEL_SETS:
+        if keys == [label_key(label) for label in action_text.load_label_set(name)]:
             return name
     return None
 

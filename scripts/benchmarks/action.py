@@ -27,11 +27,11 @@ def bench_action(args: argparse.Namespace, device: torch.device) -> list[dict]:
     from clipcli.media.video import sample_frames
     from clipcli.models.actionclip import MeanFusion, TransformerFusion
     from clipcli.models.text_encoder import encode_prompts
-    from clipcli.pipelines import action
+    from clipcli.pipelines import action, action_text
     from clipcli.prefetch import read_ahead
 
     frames, model = 8, random_clip("ViT-B/32", device, args.tiny)
-    names400 = action.load_label_set("kinetics400")
+    names400 = action_text.load_label_set("kinetics400")
     text = torch.nn.functional.normalize(torch.randn(16 * 400, 512, device=device), dim=-1)
     pixels = np.random.default_rng(0).integers(0, 256, (args.batch * frames, 256, 340, 3), dtype=np.uint8)
     results = []
@@ -45,8 +45,8 @@ def bench_action(args: argparse.Namespace, device: torch.device) -> list[dict]:
                         "peak_memory_mb": round(peak_memory_mb(device), 1)})  # fmt: skip
 
     label_set = "kinetics400" if device.type == "cuda" else "hmdb51"
-    names = action.load_label_set(label_set)
-    prompts = action.template_prompts(names)[:256]
+    names = action_text.load_label_set(label_set)
+    prompts = action_text.template_prompts(names)[:256]
     with torch.inference_mode():
         full_s = timed(lambda: model.encode_text(clip.tokenize(prompts).to(device)), device, 1)
         trimmed_s = timed(partial(encode_prompts, model, prompts), device, 1)
@@ -54,7 +54,7 @@ def bench_action(args: argparse.Namespace, device: torch.device) -> list[dict]:
         start = time.perf_counter()
         action.text_features(model, names, model_id="bench")
         miss_s = time.perf_counter() - start
-        action._TEXT_CACHE.clear()  # forget the in-memory copy: the next call reads the disk cache
+        action_text._TEXT_CACHE.clear()  # forget the in-memory copy: the next call reads the disk cache
         start = time.perf_counter()
         action.text_features(model, names, model_id="bench")
         hit_s = time.perf_counter() - start
