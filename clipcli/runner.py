@@ -225,6 +225,7 @@ def run_job(job: Job, inputs: Sequence[Path], *, overwrite: bool = False, execut
                 results[position] = _settle(job, inputs[position], outcome)
                 bar.update(task, advance=1, description=job.name)
     finally:  # an interrupted run stops the executor's reads and workers
+        job._show_progress = None
         close = getattr(stream, "close", None)
         if close is not None:
             close()
