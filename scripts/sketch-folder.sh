@@ -44,10 +44,9 @@ if [[ $src -ef $out ]]; then
     exit 2
 fi
 
+sketch_help=$("$clipcli" sketch --help 2>/dev/null) || true
 html=false
-if "$clipcli" sketch --help 2>/dev/null | grep -q -- '--html'; then
-    html=true
-fi
+if [[ $sketch_help == *--html* ]]; then html=true; fi
 
 # Sketch the images directly in folder $1 into its mirror under OUT; sets $status (skip: no images there).
 sketch_folder() {

@@ -206,6 +206,11 @@ def test_sketch_folder_mirrors_the_subfolders_then_skips_them_on_a_rerun(tmp_pat
             assert (out / f"{stem}_sketch{suffix}").is_file()
     outputs = {path: path.stat().st_mtime_ns for path in out.rglob("*_sketch.*")}
     assert len(outputs) == 9 and not list(out.glob("*_sketch.*"))
+    if "--html" in CliRunner().invoke(app, ["sketch", "--help"], env={"COLUMNS": "250"}).stdout:
+        assert sorted(path.relative_to(out).as_posix() for path in out.rglob("*.html")) == [
+            "a b/index.html",
+            "c/index.html",
+        ]
 
     second = run(SCRIPTS / "sketch-folder.sh", src, out, *sketch_models, *TINY_SKETCH)
     assert second.returncode == 0, second.stderr
