@@ -89,6 +89,14 @@ class Animation(Choice):
     MP4 = "mp4"
 
 
+class DecodeMode(Choice):
+    """Where inputs are decoded (clipcli.media.decoders)."""
+
+    AUTO = "auto"
+    CPU = "cpu"
+    GPU = "gpu"
+
+
 def model_option(detail: str = "") -> Any:
     """`--model`, worded alike everywhere; `detail` says what this command needs of the model."""
     return typer.Option("--model", help=f"{MODEL_HELP}{detail}.")
@@ -135,6 +143,14 @@ Cluster = Annotated[
 Html = Annotated[
     Path | None,
     typer.Option("--html", metavar="FILE", help="Also write a self-contained HTML page of the results to FILE."),
+]
+Decode = Annotated[
+    DecodeMode,
+    typer.Option(
+        "--decode",
+        help="auto (the GPU's JPEG/video decoders when present and the device is CUDA), cpu, "
+        "or gpu (an error where none can run).",
+    ),
 ]
 OutputFolder = Annotated[Path, out_option()]
 Overwrite = Annotated[bool, typer.Option("--overwrite", help="Redo inputs whose outputs exist.")]

@@ -18,6 +18,8 @@ from clipcli.options import (
     Cluster,
     ClusterWorkers,
     Colormap,
+    Decode,
+    DecodeMode,
     Html,
     OutputFolder,
     Overwrite,
@@ -104,6 +106,7 @@ def depth(
     cluster: Cluster = None,
     workers: ClusterWorkers = None,
     html: Html = None,
+    decode: Decode = DecodeMode.AUTO,
     *,
     common: Common,
 ) -> None:
@@ -123,6 +126,7 @@ def depth(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
         executor=executor_for(cluster, workers),
+        decode=decode,
     )
     show(common, report, lambda: [_depth_table(report)])
     write_html(html, report)

@@ -16,6 +16,8 @@ from clipcli.cli_support import Common, command, show
 from clipcli.options import (
     Cluster,
     ClusterWorkers,
+    Decode,
+    DecodeMode,
     Dtype,
     FeatureLayout,
     Html,
@@ -77,6 +79,7 @@ def features(
     overwrite: Overwrite = False,
     trust_checkpoint: TrustCheckpoint = False,
     cluster: Cluster = None,
+    decode: Decode = DecodeMode.AUTO,
     *,
     common: Common,
 ) -> None:
@@ -97,6 +100,7 @@ def features(
         workers=workers,
         trust_checkpoint=trust_checkpoint,
         executor=executor_for(cluster, workers),
+        decode=decode,
     )
     show(common, report, lambda: _features_output(report))
     report.raise_for_failures()
@@ -149,6 +153,7 @@ def vqa(
     html: Html = None,
     cluster: Cluster = None,
     workers: ClusterWorkers = None,
+    decode: Decode = DecodeMode.AUTO,
     *,
     common: Common,
 ) -> None:
@@ -166,6 +171,7 @@ def vqa(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
         executor=executor_for(cluster, workers),
+        decode=decode,
     )
     show(common, report, lambda: _vqa_output(report))
     write_html(html, report)

@@ -14,6 +14,9 @@ crash on such names.
 
 With IMREAD_UNCHANGED OpenCV ignores the EXIF orientation tag, so it is read
 from Pillow's header and applied here as a numpy flip/rotation.
+
+A GPU `decoder` (clipcli.media.decoders) decodes after the same header and size
+checks; a file it cannot decode goes to OpenCV and Pillow as above.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import cv2
 import numpy as np
@@ -29,6 +32,9 @@ from PIL import Image, ImageFile, TiffImagePlugin
 
 from clipcli.errors import BadInputError
 from clipcli.store.atomic import atomic_write
+
+if TYPE_CHECKING:
+    from clipcli.media.decoders import Decoder
 
 IMAGE_EXTENSIONS = (
     ".jpg",
@@ -66,17 +72,17 @@ class _Header(NamedTuple):
     orientation: int
 
 
-def load_image(path: str | Path) -> np.ndarray:
+def load_image(path: str | Path, *, decoder: Decoder | None = None) -> np.ndarray:
     """HxWx3 uint8 RGB, upright per EXIF, with any transparency composited onto white."""
-    return composite_on_white(load_image_rgba(path))
+    return composite_on_white(load_image_rgba(path, decoder=decoder))
 
 
-def load_image_rgba(path: str | Path) -> np.ndarray:
+def load_image_rgba(path: str | Path, *, decoder: Decoder | None = None) -> np.ndarray:
     """HxWx4 uint8 RGBA, upright per EXIF; alpha is 255 where the file has none.
 
     Grayscale becomes three equal channels, 16-bit samples are scaled to 8 bits.
     """
-    pixels, orientation = _load(path)
+    pixels, orientation = _load(path, decoder)
     return _apply_orientation(_to_rgba(_to_uint8(pixels, path), path), orientation)
 
 
@@ -125,13 +131,15 @@ def _read_bytes(path: str | Path) -> bytes:
     return data
 
 
-def _load(path: str | Path) -> tuple[np.ndarray, int]:
+def _load(path: str | Path, decoder: Decoder | None = None) -> tuple[np.ndarray, int]:
     """Pixels in file order (see _decode_opencv) and the EXIF orientation, after the size check."""
     data = _read_bytes(path)
     header = _read_header(data, path)
     if header.width * header.height > MAX_IMAGE_PIXELS:
         raise _over_the_limit(f"{header.width}x{header.height} image", path)
-    pixels = _decode_opencv(data)
+    pixels = _decode_gpu(data, decoder) if decoder is not None else None
+    if pixels is None:
+        pixels = _decode_opencv(data)
     if pixels is None:
         pixels = _decode_pil(data, path)
     return pixels, header.orientation
@@ -195,6 +203,16 @@ def _tiff_header(data: bytes) -> _Header | None:
         orientation = directory.get(EXIF_ORIENTATION, 1)
         return _Header(int(directory[_TIFF_WIDTH]), int(directory[_TIFF_LENGTH]), _valid_orientation(orientation))
     except _HEADER_ERRORS:
+        return None
+
+
+def _decode_gpu(data: bytes, decoder: Decoder) -> np.ndarray | None:
+    """The GPU decoder's pixels, or None where it fails for any reason (or is the CPU reader): OpenCV's turn."""
+    if decoder.decode is None:
+        return None
+    try:
+        return decoder.decode(data, decoder.device)
+    except Exception:  # not its format, an unsupported variant, a corrupt file, a CUDA error
         return None
 
 

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from clipcli.batch import OutputNames
 from clipcli.errors import BadInputError, ParameterError
+from clipcli.media.decoders import CPU_DECODERS, IMAGE, Decoder, select_decoder
 from clipcli.media.images import load_image, load_image_unchanged, write_png
 from clipcli.models import load_clip
 from clipcli.models.grid import layer4_channels, require_resnet, resnet_layer4
@@ -263,6 +264,7 @@ class DepthJob(Job):
     colormap: str = "magma"
     device: str = "auto"
     trust_checkpoint: bool = False
+    decoder: Decoder = CPU_DECODERS[IMAGE]
     name = "depth"
     read_workers = 2
 
@@ -273,7 +275,7 @@ class DepthJob(Job):
         return DepthOutputs.for_input(path, self.out).all_exist()
 
     def read(self, path: Path) -> np.ndarray:
-        return load_image(path)
+        return load_image(path, decoder=self.decoder)
 
     def compute(self, path: Path, value: np.ndarray) -> tuple[np.ndarray, float]:
         start = time.perf_counter()
@@ -311,9 +313,11 @@ def run(
     device: str = "auto",
     trust_checkpoint: bool = False,
     executor: Executor | None = None,
+    decode: str = "auto",
 ) -> Report:
     """Estimate depth for many images; one result per input (failures included)."""
     colorize(np.zeros((1, 1)), 0, 1, colormap)  # an unknown colormap fails before the model loads
+    decoder = select_decoder(decode, device, IMAGE)
     output_names(out).check(images)
     job = DepthJob(
         out=out,
@@ -323,6 +327,7 @@ def run(
         colormap=colormap,
         device=device,
         trust_checkpoint=trust_checkpoint,
+        decoder=decoder,
     )
     return run_job(job, images, overwrite=overwrite, executor=executor)
 

@@ -42,6 +42,7 @@ from PIL import Image
 from clipcli import ui
 from clipcli.batch import OutputNames, check_output_folder
 from clipcli.errors import BadInputError, ParameterError
+from clipcli.media.decoders import CPU_DECODERS, IMAGE, Decoder, select_decoder
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
 from clipcli.models.grid import resnet_layer4
@@ -206,6 +207,7 @@ class FeaturesJob(Job):
     trust_checkpoint: bool = False
     batch_size: int = 8
     read_workers: int = 1
+    decoder: Decoder = CPU_DECODERS[IMAGE]
     name = "features"
 
     def use_model(self, model, preprocess) -> None:
@@ -247,7 +249,7 @@ class GridJob(FeaturesJob):
         return all(output.exists() for output in self.grid_layout.outputs(path, self.out))
 
     def read(self, path: Path) -> np.ndarray:
-        return self.grid_layout.prepare(load_image(path))
+        return self.grid_layout.prepare(load_image(path, decoder=self.decoder))
 
     def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[GridFiles]:
         """Each image's files as bytes, so the driver only stores them.
@@ -383,7 +385,7 @@ class PooledJob(FeaturesJob):
         return self.indexed_row(path) is not None
 
     def read(self, path: Path) -> torch.Tensor:
-        return self._preprocess(Image.fromarray(load_image(path)))
+        return self._preprocess(Image.fromarray(load_image(path, decoder=self.decoder)))
 
     @torch.no_grad()
     def compute_batch(self, items: Sequence[tuple[Path, torch.Tensor]]) -> list[np.ndarray]:
@@ -465,13 +467,16 @@ def run(
     workers: int | None = None,
     trust_checkpoint: bool = False,
     executor: Executor | None = None,
+    decode: str = "auto",
 ) -> Report:
     """Extract `layout` features for many images; a report with one result per input (failures included)."""
     dtype = check_options(layout, dtype, batch_size)
+    decoder = select_decoder(decode, device, IMAGE)
     check_outputs(images, out, layout)  # before the model loads: a bad --out costs nothing
     model_key = str(Path(model_name).resolve()) if Path(model_name).is_file() else model_name
     job = features_job(layout, out=out, model_name=model_name, model_key=model_key, dtype=dtype, device=device,
-                       trust_checkpoint=trust_checkpoint, batch_size=batch_size, workers=workers)  # fmt: skip
+                       trust_checkpoint=trust_checkpoint, batch_size=batch_size, workers=workers,
+                       decoder=decoder)  # fmt: skip
     return _run(job, images, overwrite, executor)
 
 

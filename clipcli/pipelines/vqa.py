@@ -39,6 +39,7 @@ import torch
 from PIL import Image
 
 from clipcli.errors import BadInputError, ParameterError
+from clipcli.media.decoders import CPU_DECODERS, IMAGE, Decoder, select_decoder
 from clipcli.media.images import load_image
 from clipcli.media.labels import Labels, packaged_lines, read_labels
 from clipcli.models import load_clip
@@ -385,6 +386,7 @@ class VqaJob(Job):
     model_name: str = "ViT-B/16"
     device: str = "auto"
     trust_checkpoint: bool = False
+    decoder: Decoder = CPU_DECODERS[IMAGE]
     name = "vqa"
     batch_size = IMAGES_PER_BATCH
     read_workers = 2
@@ -394,7 +396,7 @@ class VqaJob(Job):
         self._model_id = file_sha256(resolve_weights(self.model_name))
 
     def read(self, path: Path) -> np.ndarray:
-        return load_image(path)
+        return load_image(path, decoder=self.decoder)
 
     def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[dict]:
         if not items:
@@ -429,11 +431,13 @@ def run(
     device: str = "auto",
     trust_checkpoint: bool = False,
     executor: Executor | None = None,
+    decode: str = "auto",
 ) -> Report:
     """Rank candidate answers for each image; one result per image (failures included), the question in the summary."""
     if top_k < 1:
         raise ParameterError("top_k", "must be at least 1")
+    decoder = select_decoder(decode, device, IMAGE)
     candidates = resolve_answers(answers, rewrite_question(question))
     job = VqaJob(question, candidates, top_k=top_k, model_name=model_name, device=device,
-                 trust_checkpoint=trust_checkpoint)  # fmt: skip
+                 trust_checkpoint=trust_checkpoint, decoder=decoder)  # fmt: skip
     return run_job(job, images, executor=executor)
