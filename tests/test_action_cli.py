@@ -213,8 +213,8 @@ def test_windows_beyond_the_read_ahead_are_decoded_in_chunks_with_the_same_resul
     monkeypatch.setattr(action, "READ_AHEAD_BYTES", frame_bytes * 4)  # the first window only
     monkeypatch.setattr(action, "DECODE_BUDGET_BYTES", frame_bytes * 4 * 2)  # then two windows at a time
     decoded = []
-    monkeypatch.setattr(action, "read_frames", lambda info, indices: decoded.append(len(indices)) or read_frames(
-        info, indices))  # fmt: skip
+    monkeypatch.setattr(action, "read_frames", lambda info, indices, **options: decoded.append(len(indices)) or
+                        read_frames(info, indices, **options))  # fmt: skip
     chunked = run(*arguments, "--json")
     assert whole.exit_code == chunked.exit_code == 0, chunked.output
     assert decoded == [4, 8, 8]  # five windows of four frames: one read ahead, then two and two

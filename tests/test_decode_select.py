@@ -7,6 +7,7 @@ come out exactly as the CPU run's, failures included.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,7 @@ import pytest
 import torch
 from makers.images import draw_shapes_image, write_image
 from makers.report import json_rows
+from makers.video import index_frames, write_video
 from typer.testing import CliRunner
 
 from clipcli.cli import app
@@ -22,6 +24,10 @@ from clipcli.errors import ParameterError
 from clipcli.media import decoders
 from clipcli.media.decoders import CPU_DECODERS, IMAGE, VIDEO, Decoder, select_decoder
 from clipcli.media.images import load_image
+from clipcli.media.video import sample_frames
+from clipcli.media.video_pyav import read_pyav
+from clipcli.pipelines import retrieve
+from clipcli.store.index import VideoIndex
 
 runner = CliRunner()
 
@@ -135,6 +141,41 @@ def test_files_the_gpu_decoder_refuses_fall_back_to_the_cpu_reader_one_by_one(pi
     assert fake.seen == [(pictures / name).read_bytes() for name in ("a.jpg", "b.png", "c.jpg")]
 
 
+class FakeGpuVideo:
+    """A "GPU" video decoder: PyAV's frames for the videos it accepts; records the paths it was given."""
+
+    def __init__(self, refused: set[Path] = frozenset()):
+        self.refused, self.seen = refused, []
+
+    def __call__(self, info, wanted, device: str):
+        self.seen.append(info.path)
+        if info.path in self.refused:
+            raise RuntimeError("unsupported codec")
+        return read_pyav(info, wanted)
+
+
+@pytest.fixture
+def clips(tmp_path) -> Path:
+    """Three tiny videos of distinct brightness, an MJPEG one among them, and a corrupt file."""
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    write_video(folder / "c0.mp4", index_frames(8) // 2)
+    write_video(folder / "c1.avi", index_frames(8) // 3, codec="mjpeg")
+    write_video(folder / "c2.mp4", index_frames(8) // 4)
+    (folder / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"junk" * 50)
+    return folder
+
+
+def test_videos_the_gpu_decoder_refuses_fall_back_to_the_cpu_decoders_one_by_one(clips):
+    fake = FakeGpuVideo(refused={clips / "c1.avi"})
+    decoder = Decoder("fake", VIDEO, fake)
+    for name in ("c0.mp4", "c1.avi", "c2.mp4"):
+        on_gpu, on_cpu = sample_frames(clips / name, 5, decoder=decoder), sample_frames(clips / name, 5)
+        np.testing.assert_array_equal(on_gpu.frames, on_cpu.frames)
+        np.testing.assert_array_equal(on_gpu.indices, on_cpu.indices)
+    assert fake.seen == [clips / name for name in ("c0.mp4", "c1.avi", "c2.mp4")]
+
+
 # ---------------------------------------------------------------- the commands
 
 
@@ -193,13 +234,81 @@ def test_auto_on_a_cpu_device_never_calls_a_gpu_decoder_and_matches_cpu(pictures
         ["features", "{image}", "--out", "{out}"],
         ["depth", "{image}", "--out", "{out}"],
         ["vqa", "{image}", "is it red"],
+        ["sketch", "{image}", "--out", "{out}"],
+        ["classify-action", "{video}"],
+        ["retrieve", "{folder}", "a cat"],
+        ["retrieve", "{folder}", "--update-only"],
     ],
 )
 def test_decode_gpu_without_cuda_exits_2_with_one_line_before_the_model_loads(command, tmp_path):
     write_image(tmp_path / "a.jpg", draw_shapes_image((40, 40), seed=1))
+    write_video(tmp_path / "clip.mp4", 4)
     missing_model = tmp_path / "no-such-model.pt"  # loading it first would fail with another message
-    args = [part.format(image=tmp_path / "a.jpg", out=tmp_path / "out") for part in command]
+    names = {"image": tmp_path / "a.jpg", "video": tmp_path / "clip.mp4", "folder": tmp_path, "out": tmp_path / "out"}
+    args = [part.format(**names) for part in command]
     result = runner.invoke(app, [*args, "--model", str(missing_model), "--device", "cpu", "--decode", "gpu"])
     assert result.exit_code == 2
     assert result.stderr.strip() == "error: --decode gpu needs a CUDA device (this run uses cpu)"
     assert not (tmp_path / "out").exists()
+
+
+def index_state(folder: Path) -> tuple[dict, np.ndarray]:
+    with VideoIndex(retrieve.default_index_dir(folder)) as index:
+        return index.identity, index.matrix([folder]).embeddings
+
+
+def test_an_index_records_a_gpu_decoder_and_is_re_embedded_when_the_decoder_changes(
+    clips, tmp_path, monkeypatch, tiny_vit_path
+):
+    monkeypatch.setenv("CLIPCLI_INDEX_HOME", str(tmp_path / "indexes"))
+    update = ["retrieve", clips, "--update-only", "--model", tiny_vit_path, "--device", "cpu", "--json"]
+    cpu = runner.invoke(app, [*map(str, update), "--decode", "cpu"])
+    cpu_identity, cpu_embeddings = index_state(clips)
+    assert cpu.exit_code == 4 and "decoder" not in cpu_identity
+
+    fake = FakeGpuVideo(refused={clips / "c1.avi"})
+    register(monkeypatch, VIDEO, Decoder("fake", VIDEO, fake))
+    gpu = runner.invoke(app, [*map(str, update), "--decode", "gpu"])
+    gpu_identity, gpu_embeddings = index_state(clips)
+    assert gpu.exit_code == 4, gpu.output
+    assert json.loads(gpu.stdout)["indexes"][0] | {"index": None} == {
+        "index": None, "videos": 4, "embedded": 3, "unchanged": 0, "removed": 0, "failed": 1, "known_failed": 0,
+        "reset": True,
+    }  # fmt: skip
+    assert gpu_identity == {**cpu_identity, "decoder": "fake"}
+    np.testing.assert_array_equal(gpu_embeddings, cpu_embeddings)
+    assert set(fake.seen) == {clips / name for name in ("c0.mp4", "c1.avi", "c2.mp4")}
+    assert [Path(row["input"]).name for row in json_rows(gpu.stdout) if row["status"] == "failed"] == ["broken.mp4"]
+
+    search = ["retrieve", clips, "bright", "--no-update", "--model", tiny_vit_path, "--device", "cpu", "--json"]
+    found = runner.invoke(app, [*map(str, search), "--decode", "cpu"])
+    assert found.exit_code == 0, found.output
+    assert len(json.loads(found.stdout)["hits"]) == 3
+
+    back = runner.invoke(app, [*map(str, update), "--decode", "cpu"])
+    assert json.loads(back.stdout)["indexes"][0]["reset"] is True
+    assert index_state(clips)[0] == cpu_identity
+
+
+def test_classify_action_with_a_gpu_decoder_failing_on_some_videos_gives_the_cpu_runs_results(
+    clips, monkeypatch, tiny_vit_path
+):
+    args = ["classify-action", *sorted(clips.iterdir()), "--labels", "run,jump,swim", "--model", tiny_vit_path]
+    cpu = invoke(*args, "--decode", "cpu")
+    fake = FakeGpuVideo(refused={clips / "c1.avi"})
+    register(monkeypatch, VIDEO, Decoder("fake", VIDEO, fake))
+    gpu = invoke(*args, "--decode", "gpu")
+    assert cpu.exit_code == gpu.exit_code == 4, gpu.output
+    assert json_rows(gpu.stdout) == json_rows(cpu.stdout)
+    assert set(fake.seen) == {clips / name for name in ("c0.mp4", "c1.avi", "c2.mp4")}
+
+
+def test_sketch_targets_are_read_with_the_jobs_decoder_and_fall_back_per_file(pictures, tmp_path):
+    from clipcli.pipelines.sketch import SketchJob
+    from clipcli.pipelines.sketch_files import read_target
+
+    fake = FakeGpuJpeg(refused={(pictures / "c.jpg").read_bytes()})
+    job = SketchJob(out=tmp_path / "out", decoder=Decoder("fake", IMAGE, fake))
+    for name in ("a.jpg", "b.png", "c.jpg"):
+        torch.testing.assert_close(job.read(pictures / name), read_target(pictures / name), rtol=0, atol=0)
+    assert fake.seen == [(pictures / name).read_bytes() for name in ("a.jpg", "b.png", "c.jpg")]

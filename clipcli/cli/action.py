@@ -15,6 +15,8 @@ from clipcli.cli_support import Common, command, show
 from clipcli.options import (
     Cluster,
     ClusterWorkers,
+    Decode,
+    DecodeMode,
     Html,
     TopK,
     TrustCheckpoint,
@@ -67,6 +69,7 @@ def classify_action(
     html: Html = None,
     cluster: Cluster = None,
     workers: ClusterWorkers = None,
+    decode: Decode = DecodeMode.AUTO,
     *,
     common: Common,
 ) -> None:
@@ -89,6 +92,7 @@ def classify_action(
         device=common.device,
         trust_checkpoint=trust_checkpoint,
         executor=executor_for(cluster, workers),
+        decode=decode,
     )
     show(common, report, lambda: [_action_table(row) for row in report.rows()])
     write_html(html, report)

@@ -19,6 +19,8 @@ from clipcli.options import (
     AnnMode,
     Cluster,
     ClusterWorkers,
+    Decode,
+    DecodeMode,
     FrameSampling,
     Html,
     TopK,
@@ -118,6 +120,7 @@ def retrieve(
     cluster: Cluster = None,
     workers: ClusterWorkers = None,
     html: Html = None,
+    decode: Decode = DecodeMode.AUTO,
     *,
     common: Common,
 ) -> None:
@@ -136,6 +139,7 @@ def retrieve(
         reindex=reindex,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
+        decode=decode,
     )
     if update_only:
         _check_update_only(items, image, no_update, paths_only or null)

@@ -12,11 +12,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from clipcli.errors import BadInputError
 from clipcli.media.frame_indices import SAMPLING_MODES
 from clipcli.media.keyframes import sample_keyframes
 from clipcli.media.video import SampledFrames, sample_frames
+
+if TYPE_CHECKING:
+    from clipcli.media.decoders import Decoder
 
 UNIFORM, SEGMENT_CENTRE, FPS = SAMPLING_MODES
 KEYFRAMES = "keyframes"
@@ -27,11 +31,16 @@ STRATEGIES: dict[str, Callable[[str | Path, int], SampledFrames]] = {
 FAST_VARIANTS = {UNIFORM: KEYFRAMES}
 
 
-def sample_video(path: str | Path, n: int, strategy: str) -> SampledFrames:
-    """The frames `strategy` picks from the video at `path`, upright RGB, in time order."""
+def sample_video(path: str | Path, n: int, strategy: str, *, decoder: Decoder | None = None) -> SampledFrames:
+    """The frames `strategy` picks from the video at `path`, upright RGB, in time order.
+
+    `decoder` decodes the frames of the exact strategies; keyframes are always PyAV's (they skip the rest).
+    """
     if strategy not in STRATEGIES:
         raise ValueError(f"unknown sampling {strategy!r}; expected one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[strategy](path, n)
+    if strategy == KEYFRAMES:
+        return sample_keyframes(path, n)
+    return sample_frames(path, n, strategy, decoder=decoder)
 
 
 def fast_variant(strategy: str) -> str:

@@ -3,13 +3,16 @@
 Frame indices come from the papers' sampling rules (`frame_indices`), the
 frame count, rate and rotation from probing (`video_probe`). Decoding uses
 decord where it is reliable (`video_decord`) and PyAV elsewhere
-(`video_pyav`); both return the same frames for the same indices.
+(`video_pyav`); both return the same frames for the same indices. A GPU
+`decoder` (clipcli.media.decoders) is tried first; a file it cannot decode
+goes to decord/PyAV.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +21,9 @@ from clipcli.media.frame_indices import sample_indices
 from clipcli.media.video_decord import decord_suits, read_decord
 from clipcli.media.video_probe import Decoded, VideoInfo, probe_video
 from clipcli.media.video_pyav import read_pyav
+
+if TYPE_CHECKING:
+    from clipcli.media.decoders import Decoder
 
 VIDEO_EXTENSIONS = (
     ".mp4",
@@ -54,7 +60,13 @@ class SampledFrames:
 
 
 def sample_frames(
-    path: str | Path, n: int, mode: str = "uniform", *, rate: float = 1.0, backend: str = "auto"
+    path: str | Path,
+    n: int,
+    mode: str = "uniform",
+    *,
+    rate: float = 1.0,
+    backend: str = "auto",
+    decoder: Decoder | None = None,
 ) -> SampledFrames:
     """Decode the n frames `sample_indices` picks, upright RGB, in the requested order.
 
@@ -73,11 +85,13 @@ def sample_frames(
     info = probe_video(path)
     requested = sample_indices(info.frame_count, n, mode, fps=info.fps, rate=rate)
     wanted, order = np.unique(requested, return_inverse=True)
-    decoded = _decode(info, wanted, backend)
+    decoded = _decode(info, wanted, backend, decoder)
     return SampledFrames(decoded.frames[order], decoded.timestamps[order], decoded.indices[order], info)
 
 
-def read_frames(video: str | Path | VideoInfo, indices, *, backend: str = "auto") -> SampledFrames:
+def read_frames(
+    video: str | Path | VideoInfo, indices, *, backend: str = "auto", decoder: Decoder | None = None
+) -> SampledFrames:
     """Decode given 0-based frame indices (any order, repeats allowed), as `sample_frames` does.
 
     For callers with their own sampling (sliding windows); pass the
@@ -90,11 +104,16 @@ def read_frames(video: str | Path | VideoInfo, indices, *, backend: str = "auto"
     if not len(requested) or requested.min() < 0 or requested.max() >= info.frame_count:
         raise ValueError(f"frame indices must be within [0, {info.frame_count}), got {requested.tolist()[:8]}")
     wanted, order = np.unique(requested, return_inverse=True)
-    decoded = _decode(info, wanted, backend)
+    decoded = _decode(info, wanted, backend, decoder)
     return SampledFrames(decoded.frames[order], decoded.timestamps[order], decoded.indices[order], info)
 
 
-def _decode(info: VideoInfo, wanted: np.ndarray, backend: str) -> Decoded:
+def _decode(info: VideoInfo, wanted: np.ndarray, backend: str, decoder: Decoder | None = None) -> Decoded:
+    if decoder is not None and decoder.decode is not None:
+        try:
+            return decoder.decode(info, wanted, decoder.device)
+        except Exception:  # an unsupported codec or stream, a decode error: decord/PyAV read it or say why not
+            pass
     if backend == "pyav" or (backend == "auto" and not decord_suits(info)):
         return read_pyav(info, wanted)
     if backend == "decord":

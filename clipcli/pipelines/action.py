@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from clipcli import ui
 from clipcli.batch import OutputNames
 from clipcli.errors import ParameterError
+from clipcli.media.decoders import CPU_DECODERS, VIDEO, Decoder, select_decoder
 from clipcli.media.frame_indices import sample_indices
 from clipcli.media.images import write_png
 from clipcli.media.labels import Labels
@@ -244,6 +245,7 @@ class WindowedVideo:
     spans: list[tuple[float, float]]
     indices: np.ndarray  # [W,T] frame indices of each window
     first_frames: np.ndarray  # [K*T,H,W,3] frames of the first K windows
+    decoder: Decoder | None = None
 
     def frame_chunks(self) -> Iterator[np.ndarray]:
         """Frames of consecutive windows: those decoded ahead, then a few windows at a time, within budget."""
@@ -251,7 +253,7 @@ class WindowedVideo:
         ahead = len(self.first_frames) // self.indices.shape[1]
         per_chunk = windows_within(self.info, self.indices.shape[1], DECODE_BUDGET_BYTES)
         for start in range(ahead, len(self.spans), per_chunk):
-            yield read_frames(self.info, self.indices[start : start + per_chunk].ravel()).frames
+            yield read_frames(self.info, self.indices[start : start + per_chunk].ravel(), decoder=self.decoder).frames
 
 
 def windows_within(info: VideoInfo, num_frames: int, budget: int) -> int:
@@ -260,13 +262,16 @@ def windows_within(info: VideoInfo, num_frames: int, budget: int) -> int:
     return max(1, budget // (frame_bytes * num_frames))
 
 
-def read_windows(path: Path, window: float, stride: float, num_frames: int) -> WindowedVideo:
+def read_windows(
+    path: Path, window: float, stride: float, num_frames: int, decoder: Decoder | None = None
+) -> WindowedVideo:
     """Probe a video, cut it into windows and decode the first windows' frames (up to `READ_AHEAD_BYTES`)."""
     info = probe_video(path)
     spans = window_spans(info.duration, window, stride)
     indices = window_frame_indices(info.frame_count, info.duration, spans, num_frames)
     ahead = windows_within(info, num_frames, READ_AHEAD_BYTES)
-    return WindowedVideo(info, spans, indices, read_frames(info, indices[:ahead].ravel()).frames)
+    first = read_frames(info, indices[:ahead].ravel(), decoder=decoder).frames
+    return WindowedVideo(info, spans, indices, first, decoder)
 
 
 def classify_windows(classifier: Classifier, video: WindowedVideo) -> np.ndarray:
@@ -303,6 +308,7 @@ class ClassifierJob(Job):
     device: str = "auto"
     trust_checkpoint: bool = False
     read_workers: int = 0
+    decoder: Decoder = CPU_DECODERS[VIDEO]
     name = "classify-action"
 
     def setup(self) -> None:
@@ -331,7 +337,7 @@ class ActionJob(ClassifierJob):
     batch_size = VIDEOS_PER_BATCH
 
     def read(self, path: Path) -> SampledFrames:
-        return sample_video(path, self._classifier.num_frames, SAMPLING)
+        return sample_video(path, self._classifier.num_frames, SAMPLING, decoder=self.decoder)
 
     def compute_batch(self, items: Sequence[tuple[Path, SampledFrames]]) -> list[dict]:
         if not items:
@@ -356,7 +362,7 @@ class ActionWindowsJob(ClassifierJob):
     out: Path = Path(".")
 
     def read(self, path: Path) -> WindowedVideo:
-        return read_windows(path, self.window, self.stride, self._classifier.num_frames)
+        return read_windows(path, self.window, self.stride, self._classifier.num_frames, self.decoder)
 
     def compute(self, path: Path, value: WindowedVideo) -> tuple[dict, np.ndarray]:
         """The result's data and the `[W,C]` probabilities the timeline is drawn from."""
@@ -392,11 +398,13 @@ def run(
     device: str = "auto",
     trust_checkpoint: bool = False,
     executor: Executor | None = None,
+    decode: str = "auto",
 ) -> Report:
     """Classify many videos, whole or in sliding windows; one result per input (failures included)."""
     parsed = parse_labels(labels)
     if top_k < 1:
         raise ParameterError("top_k", f"must be at least 1, got {top_k}")
+    decoder = select_decoder(decode, device, VIDEO)
     settings: dict[str, Any] = {
         "labels": parsed,
         "top_k": min(top_k, len(parsed.names)),
@@ -406,6 +414,7 @@ def run(
         "device": device,
         "trust_checkpoint": trust_checkpoint,
         "read_workers": decode_workers(len(videos)),
+        "decoder": decoder,
     }
     job: ClassifierJob
     if window is None:

@@ -23,8 +23,7 @@ Where this differs from the official code, on purpose (also in --help and README
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from clip.model import ModifiedResNet, VisionTransformer
 
 from clipcli import ui
 from clipcli.errors import BadInputError, ParameterError
+from clipcli.media.decoders import CPU_DECODERS, IMAGE, Decoder, select_decoder
 from clipcli.models import load_clip, resolve_device
 from clipcli.pipelines.sketch_files import (
     SketchOutputs,
@@ -46,13 +46,25 @@ from clipcli.pipelines.sketch_files import (
 )
 from clipcli.pipelines.sketch_init import FALLBACK_NOTICES, saliency_map
 from clipcli.pipelines.sketch_objective import CANVAS, sketch_loss
-from clipcli.pipelines.sketch_optimize import SeedRun, SketchResult, optimize_strokes, sketch_target
+from clipcli.pipelines.sketch_optimize import (
+    Schedule,
+    SeedRun,
+    Sketching,
+    SketchResult,
+    optimize_strokes,
+    sketch_target,
+    sketch_targets,
+)
 from clipcli.runner import Executor, Job, Report, run_job
 from clipcli.store.atomic import atomic_write
 
 __all__ = ["saliency_map", "sketch_loss", "optimize_strokes", "sketch_target", "run"]
 
 SEED_STEP = 1000  # run_object_sketching.py: seeds 0, 1000, 2000
+# Bytes RN101 saves for the backward of one 224 px view in fp32 (307 MiB), counted with
+# torch.autograd.graph.saved_tensors_hooks on the CPU; half of it in fp16.
+ACTIVATION_BYTES_PER_VIEW = 307 * 2**20
+MAX_BATCH_IMAGES = 16
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -86,6 +98,17 @@ class SketchSettings:
             raise ParameterError("patience", "must be at least 1")
 
     @property
+    def schedule(self) -> Schedule:
+        return Schedule(
+            iterations=self.iterations,
+            lr=self.lr,
+            width=self.width,
+            augmentations=self.augmentations,
+            patience=self.patience,
+            early_stop=self.early_stop,
+        )
+
+    @property
     def seed_list(self) -> list[int]:
         return [self.seed + SEED_STEP * i for i in range(self.seeds)]
 
@@ -114,13 +137,22 @@ class SketchJob(Job):
     size: int = 448
     device: str = "auto"
     trust_checkpoint: bool = False
+    batch_images: int | None = None
+    decoder: Decoder = CPU_DECODERS[IMAGE]
     name = "sketch"
     read_workers = 1
 
+    def __post_init__(self) -> None:
+        self.batch_size = self.batch_images or 1
+
     def setup(self) -> None:
+        """Load the models; `batch_images=None` then takes `default_batch_images` for the device they are on."""
+        device = resolve_device(self.device)
         self._loss_model, self._saliency_model = load_models(
-            self.model_name, self.saliency_model_name, resolve_device(self.device), self.trust_checkpoint
+            self.model_name, self.saliency_model_name, device, self.trust_checkpoint
         )
+        if self.batch_images is None:
+            self.batch_size = default_batch_images(device, self.settings, self._loss_model.visual.conv1.weight.dtype)
 
     def outputs(self, path: Path) -> SketchOutputs:
         return SketchOutputs.for_input(path, self.out, self.animate, self.mask == "auto")
@@ -129,31 +161,64 @@ class SketchJob(Job):
         return self.outputs(path).all_exist()
 
     def read(self, path: Path) -> torch.Tensor:
-        return read_target(path, self.mask)
+        return read_target(path, self.mask, self.decoder)
 
     def compute(self, path: Path, value: torch.Tensor) -> SketchOutcome:
-        start = time.perf_counter()
-        target, foreground, notices = self.masked_target(path, value)
+        (outcome,) = self.compute_batch([(path, value)])
+        if isinstance(outcome, BadInputError):
+            raise outcome
+        return outcome
+
+    def compute_batch(self, items: Sequence[tuple[Path, torch.Tensor]]) -> list[SketchOutcome | BadInputError]:
+        """The items' sketches, up to `batch_size` images optimised in one batch (`optimize_many`).
+
+        A finished image's slot goes to the next of these items, else the
+        batch shrinks; the runner hands `batch_size` items a call, so within
+        a call the batch only shrinks.
+        """
+        outcomes: list[SketchOutcome | BadInputError | None] = [None] * len(items)
+        masked: dict[int, tuple[torch.Tensor, np.ndarray | None, list[str]]] = {}
+        for index, (path, target) in enumerate(items):
+            try:
+                masked[index] = self.masked_target(path, target)
+            except BadInputError as err:
+                outcomes[index] = err
+        order = list(masked)
         settings = self.settings
-        result = sketch_target(
-            target,
+        results = sketch_targets(
+            [masked[index][0] for index in order],
             self._loss_model,
             self._saliency_model,
             strokes=settings.strokes,
             seeds=settings.seed_list,
-            iterations=settings.iterations,
-            lr=settings.lr,
-            width=settings.width,
-            augmentations=settings.augmentations,
-            patience=settings.patience,
-            on_step=lambda iteration, runs: self.progress(step_line(path, iteration, settings.iterations, runs)),
-            early_stop=settings.early_stop,
+            schedule=settings.schedule,
             cuda_graphs=settings.cuda_graphs,
+            slots=self.batch_size,
+            on_step=self.step_reporter([items[index][0] for index in order]),
         )
+        for index, result in zip(order, results, strict=True):
+            path, (_, foreground, notices) = items[index][0], masked[index]
+            outcomes[index] = (
+                result if isinstance(result, BadInputError) else self.outcome(path, result, foreground, notices)
+            )
+        return outcomes  # type: ignore[return-value]  # every item got its outcome or its error
+
+    def outcome(
+        self, path: Path, result: SketchResult, foreground: np.ndarray | None, notices: list[str]
+    ) -> SketchOutcome:
         if result.init in FALLBACK_NOTICES:
-            notices.append(f"{path}: {FALLBACK_NOTICES[result.init].format(strokes=settings.strokes)}")
+            notices = [*notices, f"{path}: {FALLBACK_NOTICES[result.init].format(strokes=self.settings.strokes)}"]
         device = str(self._loss_model.visual.conv1.weight.device)
-        return SketchOutcome(result, foreground, time.perf_counter() - start, device, notices)
+        return SketchOutcome(result, foreground, result.seconds, device, notices)
+
+    def step_reporter(self, paths: list[Path]) -> Callable[[list[tuple[int, Sketching]]], None]:
+        """Progress after each step: every image in the batch, its step and its best loss."""
+        iterations = self.settings.iterations
+
+        def report(batch: list[tuple[int, Sketching]]) -> None:
+            self.progress("; ".join(step_line(paths[i], image.iteration, iterations, image.runs) for i, image in batch))
+
+        return report
 
     def masked_target(self, path: Path, target: torch.Tensor) -> tuple[torch.Tensor, np.ndarray | None, list[str]]:
         """The target with `--mask auto`'s background whitened, the mask, and the notice where none was found."""
@@ -215,6 +280,7 @@ class SketchJob(Job):
             "mask": self.mask,
             "animate": self.animate,
             "size": self.size,
+            "batch_images": self.batch_size,
             "settings": asdict(self.settings),
         }
 
@@ -222,6 +288,22 @@ class SketchJob(Job):
 def step_line(path: Path, iteration: int, iterations: int, runs: list[SeedRun]) -> str:
     """`cat.png step 120/2000 loss 0.4213`: how the image being sketched is going, for the progress bar."""
     return f"{path.name} step {iteration}/{iterations} loss {min(run.best_loss for run in runs):.4f}"
+
+
+def default_batch_images(device: torch.device, settings: SketchSettings, dtype: torch.dtype) -> int:
+    """`--batch-images` when not given: 1 on a CPU; on CUDA as many as 90% of the free memory holds, up to 16.
+
+    An image costs its views' saved activations twice over (the backward's
+    transients and the CUDA graphs' pools): `seeds x (1 + augmentations)`
+    views of `ACTIVATION_BYTES_PER_VIEW` each. An estimate, not a measurement
+    on a GPU; `--batch-images` overrides it.
+    """
+    if device.type != "cuda":
+        return 1
+    free, _ = torch.cuda.mem_get_info(device)
+    views = settings.seeds * (1 + settings.augmentations)
+    per_image = 2 * views * ACTIVATION_BYTES_PER_VIEW * torch.finfo(dtype).bits // 32
+    return max(1, min(MAX_BATCH_IMAGES, int(0.9 * free) // per_image))
 
 
 def load_models(model_name: str, saliency_name: str, device: torch.device, trust_checkpoint: bool = False):
@@ -254,15 +336,23 @@ def run(
     device: str = "auto",
     trust_checkpoint: bool = False,
     executor: Executor | None = None,
+    decode: str = "auto",
+    batch_images: int | None = None,
 ) -> Report:
-    """Sketch many images; one result per input (skipped and failed ones included), the settings in the summary."""
+    """Sketch many images; one result per input (skipped and failed ones included), the settings in the summary.
+
+    `batch_images` images are optimised in one batch (None: `default_batch_images`).
+    """
     settings.check()
+    if batch_images is not None and batch_images < 1:
+        raise ParameterError("batch_images", "must be at least 1")
     if animate not in (None, "gif", "mp4"):
         raise ParameterError("animate", f"{animate}: expected gif or mp4")
     if size < 16:
         raise ParameterError("size", "must be at least 16")
     if mask not in ("none", "auto") and not Path(mask).exists():
         raise BadInputError("no such mask file or folder", mask)
+    decoder = select_decoder(decode, device, IMAGE)
     output_names(out).check(images)
     job = SketchJob(
         out=out,
@@ -274,5 +364,7 @@ def run(
         size=size,
         device=device,
         trust_checkpoint=trust_checkpoint,
+        decoder=decoder,
+        batch_images=batch_images,
     )
     return run_job(job, images, overwrite=overwrite, executor=executor)

@@ -54,6 +54,17 @@ def random_augmentations(count: int, size: int = 224, generator: torch.Generator
     return Augmentations(corners + direction * inward, crop, crop_size, size)
 
 
+def concatenate(parts: list[Augmentations]) -> Augmentations:
+    """One `Augmentations` applying `parts` in turn: the draws of several images, each from its own generator."""
+    if len({(part.size, part.crop_size) for part in parts}) != 1:
+        raise ValueError("augmentations of different image sizes cannot be concatenated")
+    if len(parts) == 1:
+        return parts[0]
+    corners = torch.cat([part.corners for part in parts])
+    crop = torch.cat([part.crop for part in parts])
+    return Augmentations(corners, crop, parts[0].crop_size, parts[0].size)
+
+
 def augment(images: torch.Tensor, params: Augmentations) -> torch.Tensor:
     """Apply augmentation i to `images[i]` (`[count, C, size, size]`, un-normalised): same shape out."""
     count, _, height, width = images.shape

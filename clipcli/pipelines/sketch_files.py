@@ -13,6 +13,7 @@ from PIL import Image
 
 from clipcli.batch import OutputNames
 from clipcli.errors import BadInputError
+from clipcli.media.decoders import Decoder
 from clipcli.media.images import IMAGE_EXTENSIONS, load_image
 from clipcli.pipelines.sketch_init import grabcut_mask, saliency_map
 from clipcli.pipelines.sketch_objective import CANVAS
@@ -81,13 +82,13 @@ def _user_mask(mask: Path, image_path: Path, shape: tuple[int, int]) -> np.ndarr
     return pixels.max(axis=2) > 127
 
 
-def read_target(path: Path, mask: str | Path = "none") -> torch.Tensor:
+def read_target(path: Path, mask: str | Path = "none", decoder: Decoder | None = None) -> torch.Tensor:
     """The target `[1, 3, 224, 224]` for an image file, its background whitened by a mask file or folder.
 
     No model runs here, so targets are read ahead while another image is optimised;
     `--mask auto` needs the saliency model and is applied later (`auto_mask`).
     """
-    image = load_image(path)
+    image = load_image(path, decoder=decoder)
     if mask not in ("none", "auto"):
         image = np.where(_user_mask(Path(mask), path, image.shape[:2])[..., None], image, np.uint8(255))
     return target_tensor(image)

@@ -7,9 +7,10 @@ from pathlib import Path
 
 from clipcli import ui
 from clipcli.errors import BadInputError, ParameterError
+from clipcli.media.decoders import CPU_DECODERS, VIDEO, Decoder, select_decoder
 from clipcli.media.images import load_image
 from clipcli.pipelines.retrieve.files import check_roots, default_index_dir, walk_videos
-from clipcli.pipelines.retrieve.indexing import DEFAULT_FRAMES, SAMPLINGS, UpdateSummary, update_index
+from clipcli.pipelines.retrieve.indexing import DEFAULT_FRAMES, SAMPLINGS, UpdateSummary, searchable, update_index
 from clipcli.pipelines.retrieve.model import Retriever
 from clipcli.pipelines.retrieve.search import check_ann, search
 from clipcli.runner import Executor, Report
@@ -41,6 +42,7 @@ def open_indexes(
     update: bool,
     reindex: bool = False,
     executor: Executor | None = None,
+    decoder: Decoder = CPU_DECODERS[VIDEO],
 ) -> tuple[list[tuple[VideoIndex, list[Path]]], list[UpdateSummary]]:
     """Open (and unless `update` is false, refresh) each group's index; `reindex` rebuilds a damaged one."""
     opened, summaries = [], []
@@ -63,9 +65,10 @@ def open_indexes(
                         sampling=sampling,
                         reindex=reindex,
                         executor=executor,
+                        decoder=decoder,
                     )
                 )
-            elif index.identity != retriever.identity(frames, sampling):
+            elif not searchable(index.identity, retriever.identity(frames, sampling)):
                 raise BadInputError(
                     f"index was built with another model or --frames/--sampling ({index.identity}); "
                     "rerun without --no-update to re-embed",
@@ -96,9 +99,11 @@ def update_indexes(
     device: str = "auto",
     trust_checkpoint: bool = False,
     executor: Executor | None = None,
+    decode: str = "auto",
 ) -> Report:
     """Refresh the indexes of `items` (folders or videos) and search nothing: one row per video."""
     check_options(1, frames, sampling)
+    decoder = select_decoder(decode, device, VIDEO)
     roots = check_roots(items)
     retriever = Retriever.load(model_name, checkpoint, device, trust_checkpoint=trust_checkpoint)
     opened, summaries = open_indexes(
@@ -109,6 +114,7 @@ def update_indexes(
         update=True,
         reindex=reindex,
         executor=executor,
+        decoder=decoder,
     )
     for index, _ in opened:
         index.close()
@@ -133,6 +139,7 @@ def run(
     trust_checkpoint: bool = False,
     ann_mode: str = "auto",
     executor: Executor | None = None,
+    decode: str = "auto",
 ) -> Report:
     """Update the indexes of `items` (folders or videos) and rank their videos for the query.
 
@@ -141,6 +148,7 @@ def run(
     """
     check_options(top_k, frames, sampling)
     check_ann(ann_mode)
+    decoder = select_decoder(decode, device, VIDEO)
     if (query is None) == (image is None):
         raise BadInputError("give a text QUERY or --image QUERY.jpg (one of them)")
     if query is not None and not query.strip():
@@ -161,6 +169,7 @@ def run(
         update=update,
         reindex=reindex,
         executor=executor,
+        decoder=decoder,
     )
     try:
         hits = search(opened, retriever, embedding, top_k, segments, ann_mode=ann_mode)

@@ -20,6 +20,7 @@ import torch
 
 from clipcli import ui
 from clipcli.errors import BadInputError, ClipcliError, first_line
+from clipcli.media.decoders import CPU_DECODERS, VIDEO, Decoder
 from clipcli.media.sampling import FPS, KEYFRAMES, UNIFORM, sample_video
 from clipcli.models.frames import preprocess_frames
 from clipcli.pipelines.retrieve.model import Retriever, RetrieverSource
@@ -40,15 +41,34 @@ class DecodedVideo:
     duration: float
 
 
-def decode_video(path: Path, frames: int, sampling: str, resolution: int) -> DecodedVideo:
+def decode_video(
+    path: Path, frames: int, sampling: str, resolution: int, decoder: Decoder | None = None
+) -> DecodedVideo:
     """Sample and preprocess one video's frames on the CPU (runs in worker threads)."""
     stat = path.stat()  # taken first: a file changed while decoding is re-embedded next time
-    sampled = sample_video(path, frames, sampling)
+    sampled = sample_video(path, frames, sampling, decoder=decoder)
     # Uniform sampling repeats frames of clips shorter than `frames`; keep each once, so the
     # mean is over distinct frames (CLIP4Clip's own loader gives short clips fewer frames).
     keep = np.sort(np.unique(sampled.indices, return_index=True)[1])
     pixels = preprocess_frames(sampled.frames[keep], resolution, "cpu")
     return DecodedVideo(path, stat.st_size, stat.st_mtime_ns, pixels, sampled.timestamps[keep], sampled.info.duration)
+
+
+def index_identity(retriever: Retriever, frames: int, sampling: str, decoder: Decoder) -> dict:
+    """What every embedding in an index was made with: the retriever's settings and any GPU decoder.
+
+    GPU and CPU decoders differ by rounding, so an index built one way is
+    re-embedded whole when updated the other way: it never mixes the two. A
+    GPU decoder's index still holds the CPU readers' embeddings of the files it
+    hands them, as every update does. CPU-built indexes name no decoder.
+    """
+    identity = retriever.identity(frames, sampling)
+    return identity if decoder.decode is None else {**identity, "decoder": decoder.name}
+
+
+def searchable(identity: dict | None, retriever_identity: dict) -> bool:
+    """Whether a query from this retriever can search an index: any decoder will do, the rest must match."""
+    return identity is not None and {k: v for k, v in identity.items() if k != "decoder"} == retriever_identity
 
 
 _DECODE_ERRORS = (BadInputError, av.error.FFmpegError, OSError, RuntimeError, ValueError)
@@ -128,6 +148,7 @@ class IndexJob(Job):
     sampling: str = "uniform"
     batch_size: int = 8
     read_workers: int = 2
+    decoder: Decoder = CPU_DECODERS[VIDEO]
     name = "indexing"
 
     def use_retriever(self, retriever: Retriever) -> None:
@@ -153,7 +174,7 @@ class IndexJob(Job):
     def read(self, path: Path) -> DecodedVideo | Undecodable:
         """The sampled frames; a video that will not decode is an outcome too, for the index to remember."""
         try:
-            return decode_video(path, self.frames, self.sampling, self._retriever.resolution)
+            return decode_video(path, self.frames, self.sampling, self._retriever.resolution, self.decoder)
         except _DECODE_ERRORS as err:
             return Undecodable(_failure_message(path, err))
 
@@ -201,6 +222,7 @@ def update_index(
     workers: int | None = None,
     lock_timeout: float | None = None,
     executor: Executor | None = None,
+    decoder: Decoder = CPU_DECODERS[VIDEO],
 ) -> UpdateSummary:
     """Embed new and changed `files`, drop stored videos under `roots` that are gone.
 
@@ -211,13 +233,14 @@ def update_index(
     decoded and embedded where it runs them; this process writes the index.
     """
     summary = UpdateSummary(index.folder, total=len(files))
-    identity = retriever.identity(frames, sampling)
+    identity = index_identity(retriever, frames, sampling, decoder)
     job = IndexJob(
         retriever.source,
         frames=frames,
         sampling=sampling,
         batch_size=batch_videos,
         read_workers=workers or max(1, min(4, os.cpu_count() or 1)),  # memory: 2 x workers decoded videos
+        decoder=decoder,
     )
     job.use_retriever(retriever)
     with index.lock(lock_timeout, on_wait=ui.notice):
