@@ -31,7 +31,7 @@ ROW_KINDS = {
     "point": {"point-projection", "point-classify", "point-large-cloud", "point-large-mesh"},
     "retrieve": {"retrieve-sampling", "retrieve-index", "retrieve-query", "retrieve-index-load"}
     | ({"retrieve-ann"} if faiss_available() else set()),
-    "sketch": {"sketch-rasterize", "sketch-optimise"},
+    "sketch": {"sketch-rasterize", "sketch-optimise", "sketch-batch"},
     "startup": {"startup"},
 }
 

@@ -1,4 +1,4 @@
-"""CLIPasso: the rasterizer alone, then optimisation steps."""
+"""CLIPasso: the rasterizer alone, optimisation steps, then sketches per hour with images batched."""
 
 from __future__ import annotations
 
@@ -114,4 +114,57 @@ def bench_sketch(args: argparse.Namespace, device: torch.device) -> list[dict]:
                         "max_point_movement_px": round((runs[1].points - init).abs().max().item(), 3),
                         "eval_losses_graphs": runs[0].runs[0].eval_losses,
                         "eval_losses_eager": runs[1].runs[0].eval_losses})  # fmt: skip
-    return results
+    return results + bench_sketch_batches(args, device, loss_model, saliency_model)
+
+
+def batch_sizes(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[int, list[int]]:
+    """The default `--batch-images` here and the sizes to time: 1, it, and 4 (2 at --tiny) to compare."""
+    from clipcli.pipelines.sketch import SketchSettings, default_batch_images
+
+    chosen = default_batch_images(device, SketchSettings(), dtype)
+    return chosen, sorted({1, chosen, sized(args, 4, 2)})
+
+
+def bench_sketch_batches(args: argparse.Namespace, device: torch.device, loss_model, saliency_model) -> list[dict]:
+    """Seconds per sketch and sketches per hour with K images (3 seeds each) optimised in one batch.
+
+    Every step of every image runs (early stop off), so each image of a batch
+    takes the same steps. On CUDA 200 steps and on the CPU `--repeats` + 1 are
+    timed, and a 2000-step sketch extrapolated: start-up (saliency,
+    initialisation) plus 2000 steps.
+    """
+    import cv2
+
+    from clipcli.pipelines.sketch_files import target_tensor
+    from clipcli.pipelines.sketch_optimize import Schedule, sketch_targets
+
+    chosen, sizes = batch_sizes(args, device, loss_model.visual.conv1.weight.dtype)
+    iterations = 200 if device.type == "cuda" else max(args.repeats, 1) + 1
+    schedule = Schedule(iterations=iterations, augmentations=sized(args, 4, 1), early_stop=False)
+    seeds = sized(args, (0, 1000, 2000), (0,))
+    rows = []
+    for batch in sizes:
+        targets = []
+        for index in range(batch):
+            picture = np.full((224, 224, 3), 255, np.uint8)
+            cv2.circle(picture, (60 + 12 * index, 110), 45, (200, 40, 40), -1)
+            cv2.rectangle(picture, (120, 40 + 8 * index), (200, 180), (30, 90, 160), -1)
+            targets.append(target_tensor(picture))
+        stamps: list[float] = []
+        start = time.perf_counter()
+        sketch_targets(targets, loss_model, saliency_model, strokes=16, seeds=seeds, schedule=schedule, slots=batch,
+                       on_step=lambda _, stamps=stamps: stamps.append(time.perf_counter()))  # fmt: skip
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        total_s = time.perf_counter() - start
+        steps = np.diff(stamps[:-1])  # the last stamp is the final evaluation
+        step_s = float(steps[10:].mean() if device.type == "cuda" else steps.min())
+        per_batch_s = total_s - step_s * iterations + step_s * 2000
+        rows.append({"bench": "sketch-batch", "device": str(device), "batch_images": batch,
+                     "default_batch_images": batch == chosen, "seeds": len(seeds),
+                     "augmentations": schedule.augmentations, "iterations_timed": iterations,
+                     "ms_per_step": round(step_s * 1000, 2), "seconds_per_sketch_2000_steps": round(per_batch_s, 1),
+                     "sketches_per_hour": round(3600 * batch / per_batch_s, 2),
+                     "measured_or_extrapolated": f"{iterations} steps, extrapolated",
+                     "peak_memory_mb": round(peak_memory_mb(device), 1)})  # fmt: skip
+    return rows
