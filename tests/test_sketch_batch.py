@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from dataclasses import asdict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -210,3 +214,32 @@ def test_resume_with_batched_images_skips_the_done_and_sketches_the_rest_as_alon
 def test_batch_images_below_one_is_refused_naming_its_flag(three_images):
     result = sketch_cli(three_images, "--batch-images", 0, "--device", "cpu")
     assert result.exit_code == 2 and result.stderr == "error: --batch-images must be at least 1\n"
+
+
+GPU_CHECK = Path(__file__).parents[1] / "scripts" / "gpu_check_sketch.sh"
+
+
+def test_the_gpu_check_script_is_valid_bash_and_shellcheck_clean():
+    assert subprocess.run(["bash", "-n", GPU_CHECK]).returncode == 0
+    shellcheck = Path(sys.executable).parent / "shellcheck"
+    if not shellcheck.exists():
+        shellcheck = Path(shutil.which("shellcheck") or "shellcheck")
+    result = subprocess.run([shellcheck, GPU_CHECK], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+def test_the_gpu_check_runs_every_section_at_tiny_size_on_the_cpu(tmp_path):
+    env = os.environ | {"PYTHON": sys.executable, "OUT": str(tmp_path)}
+    command = ["bash", GPU_CHECK, "--tiny", "--device", "cpu"]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads((tmp_path / "gpu_check_sketch.json").read_text())
+    assert report["tiny"] is True and report["models"]["dtype"] == "float32"
+    assert report["profile"]["steps"] == 2 and report["profile"]["wall_ms_per_step"] > 0
+    assert "aten::mkldnn_convolution" in result.stdout  # the profiler's table of the busiest operators
+    assert report["default_sketch"]["iterations"] == 2 and report["default_sketch"]["seconds"] > 0
+    assert [row["batch_images"] for row in report["batches"]] == [1, 2]
+    assert all(row["sketches_per_hour"] > 0 for row in report["batches"])
+    parity = report["fp16_vs_fp32"]
+    assert parity["passed"] is True and parity["max_relative_loss_difference"] <= 1e-2
+    assert parity["gradient_cosine"] >= 0.99
