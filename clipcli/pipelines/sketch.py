@@ -11,7 +11,8 @@ the seed with the lowest loss wins.
 
 Where this differs from the official code, on purpose (also in --help and README):
 - strokes are drawn by `clipcli.render.strokes.rasterize`, not diffvg;
-- the seeds run as one batch, not one process after another;
+- the seeds run as one batch, not one process after another (and `batch_images`
+  images share that batch, each still optimised as alone);
 - the sketch kept is the one the loss was measured on (the official code saves
   the parameters one Adam step later);
 - non-square images are padded to a white square (the official `fix_scale`),
