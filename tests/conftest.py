@@ -129,10 +129,11 @@ def no_network(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def ray_session():
+def ray_session(tmp_path_factory):
     """One local Ray instance for the whole run (2 CPUs, no dashboard), shared by every `--cluster` test.
 
-    Its workers import test modules (the jobs some tests define), so they get the tests' import path.
+    Its workers import test modules (the jobs some tests define), so they get the tests' import path, and
+    keep their caches in a home of their own (they start before any test's `isolated_home`).
     """
     ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'clipcli[ray]')")
     import os
@@ -140,12 +141,16 @@ def ray_session():
 
     tests = Path(__file__).resolve().parent
     os.environ["PYTHONPATH"] = os.pathsep.join([str(tests), str(tests.parent), os.environ.get("PYTHONPATH", "")])
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        logging_level="ERROR",
-        _node_ip_address="127.0.0.1",
-    )
+    home = tmp_path_factory.mktemp("ray_home")
+    with pytest.MonkeyPatch.context() as patch:  # Ray's processes keep the environment they start with
+        patch.setenv("HOME", str(home))
+        patch.setenv("XDG_CACHE_HOME", str(home / ".cache"))
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level="ERROR",
+            _node_ip_address="127.0.0.1",
+        )
     yield ray
     ray.shutdown()

@@ -192,9 +192,12 @@ class ActionEvalJob(Job):
     def read(self, path: Path) -> np.ndarray:
         return read_clip(self.entries[path], self._classifier.num_frames)
 
-    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[dict]:
+    def compute_batch(self, items: Sequence[tuple[Path, np.ndarray]]) -> list[tuple[dict, dict]]:
         probabilities = action.classify_clips(self._classifier, [clip for _, clip in items])
-        return [self._scored(self.entries[path], row) for (path, _), row in zip(items, probabilities, strict=True)]
+        facts = self._model_facts()
+        return [
+            (self._scored(self.entries[path], row), facts) for (path, _), row in zip(items, probabilities, strict=True)
+        ]
 
     def _scored(self, entry: Entry, probabilities: np.ndarray) -> dict:
         top = np.argsort(-probabilities, kind="stable")[:TOP_K]
@@ -206,8 +209,15 @@ class ActionEvalJob(Job):
             "predictions": action.top_predictions(probabilities, self.labels, TOP_K),
         }
 
+    def write(self, path: Path, outcome: tuple[dict, dict]) -> dict:
+        row, self._facts = outcome  # the model is where `compute` ran (an actor on a cluster), not always here
+        return row
+
     def summary(self) -> dict:
-        """The model's facts, for the report and for finding the published figures."""
+        """The model's facts, for the report and for finding the published figures; None when nothing was scored."""
+        return getattr(self, "_facts", dict.fromkeys(("architecture", "head", "frames")))
+
+    def _model_facts(self) -> dict:
         classifier = self._classifier
         return {
             "architecture": ARCHITECTURES.get(backbone_key(classifier.model) or ""),

@@ -336,7 +336,7 @@ class PooledRows:
         self.out, self.model_name = out, model_name
         self.blocks = [] if matrix is None else [matrix]
         self.names = names
-        self.saved = len(names)
+        self.saved = self.kept = len(names)  # kept: the rows from before this run
         self.next_save = time.monotonic() + SAVE_SECONDS
 
     def add(self, vector: np.ndarray, name: str) -> int:
@@ -351,6 +351,18 @@ class PooledRows:
                 self.names.pop()
                 raise
         return len(self.names) - 1
+
+    def in_order(self, keys: Sequence[str]) -> dict[str, int]:
+        """Put this run's rows in the order of `keys` (a cluster returns them as they finish); each one's row."""
+        added = self.names[self.kept :]
+        position = {key: number for number, key in enumerate(keys)}
+        order = sorted(range(len(added)), key=lambda row: position[added[row]])
+        if order != sorted(order):
+            matrix = np.concatenate(self.blocks)
+            self.blocks = [np.concatenate([matrix[: self.kept], matrix[self.kept :][order]])]
+            self.names = self.names[: self.kept] + [added[row] for row in order]
+            self.saved = self.kept  # the next save rewrites them in this order
+        return {name: row for row, name in enumerate(self.names) if row >= self.kept}
 
     def save(self) -> None:
         """Write the rows not yet on disk, if any."""
@@ -398,6 +410,10 @@ class PooledJob(FeaturesJob):
     def write(self, path: Path, outcome: np.ndarray) -> dict:
         return {"row": self._rows.add(outcome, image_key(path))}
 
+    def in_order(self, keys: Sequence[str]) -> dict[str, int]:
+        """This run's rows in input order, as a local run appends them, wherever they were computed."""
+        return self._rows.in_order(keys)
+
     def save(self) -> None:
         self._rows.save()
 
@@ -414,8 +430,12 @@ def _run_pooled(job: PooledJob, images: Sequence[Path], overwrite: bool, executo
         first.setdefault(image_key(image), image)
     try:
         report = run_job(job, list(first.values()), overwrite=overwrite, executor=executor)
+        rows = job.in_order(list(first))
     finally:
         job.save()  # also on Ctrl-C or SIGTERM: a rerun resumes after what was computed
+    for key, result in zip(first, report.results, strict=True):
+        if key in rows:
+            result.data["row"] = rows[key]
     by_key = {
         key: Result(result.input, "skipped", {"row": job.indexed_row(image)}, reason=INDEXED)
         if result.status == "skipped"
