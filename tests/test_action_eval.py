@@ -234,3 +234,20 @@ def test_a_frame_folder_short_of_its_listed_frames_is_skipped_naming_the_frame(t
     rows = json.loads(result.stdout)["results"]
     assert [row["status"] for row in rows] == ["ok", "failed"]
     assert rows[1]["error"] == f"{tmp_path / 'short'}: missing frame img_00011.jpg (the list says 30 frames)"
+
+
+def test_a_list_of_only_unreadable_videos_exits_4_and_names_no_model_facts(tiny_vit_path, tmp_path):
+    """The facts come with the scored videos (from wherever the model ran); with none scored they are unknown."""
+    (tmp_path / "videos").mkdir()
+    for name in ("a.avi", "b.avi"):
+        (tmp_path / "videos" / name).write_bytes(b"RIFF" + b"\x00" * 200)
+    listing = tmp_path / "test.txt"
+    listing.write_text("videos/a.avi 0\nvideos/b.avi 1\n")
+    common = [listing, "--model", tiny_vit_path, "--labels", ",".join(LABELS), "--frames", 4]
+    result = run(*common, "--json")
+    assert result.exit_code == 4
+    report = json.loads(result.stdout)
+    assert (report["architecture"], report["head"], report["frames"], report["videos"]) == (None, None, None, 0)
+    table = runner.invoke(app, ["action-eval", *map(str, common)], env={"COLUMNS": "200"})
+    assert table.exit_code == 4
+    assert table.stdout.splitlines()[0].strip() == "ActionCLIP CLIP: 0 video(s), 2 unreadable"

@@ -74,7 +74,8 @@ def _percent(value: float | None) -> str:
 
 
 def _accuracy_table(report: dict, unreadable: int) -> Table:
-    model = f"{report['architecture'] or 'CLIP'} {report['head']} {report['frames']}f"
+    frames = report["frames"] and f"{report['frames']}f"  # the model's facts are unknown when no video was read
+    model = " ".join(part for part in (report["architecture"] or "CLIP", report["head"], frames) if part)
     title = f"ActionCLIP {model}: {report['videos']} video(s), {unreadable} unreadable"
     table = Table(title=escape(title), title_justify="left")
     for column in ("", "top-1 %", "top-5 %", "mean class %"):
