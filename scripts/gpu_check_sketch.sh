@@ -1,19 +1,42 @@
 #!/usr/bin/env bash
-# The device check of issue 20 (sketch on a GPU), in under 6 minutes on one H100, nothing downloaded:
-#   1. a profile of default sketch steps (torch.profiler): wall time, kernel time, host syncs, top kernels;
-#   2. seconds per default sketch (16 strokes, 3 seeds, 4 augmentations, all 2000 steps, early stop off);
-#   3. sketches per hour at --batch-images K = 1, 4, 8, 16, 200 steps each, extrapolated to 2000;
-#   4. the fp16 path (clip's CUDA weights) against fp32 on the same inputs: loss and gradient tolerance.
-# Models are RN101 and ViT-B/32 with random weights (scripts/benchmarks/common.py random_clip), their
-# convolutions He-initialised so features keep their scale in fp16.
+# Usage: scripts/gpu_check_sketch.sh DEVICE OUT [--tiny]
 #
-#   scripts/gpu_check_sketch.sh [--tiny] [--device cuda|cpu|auto]
+# The device check of issue 20 (sketch on a GPU), under 6 minutes on one H100,
+# nothing downloaded; one JSON object per section on stdout, all of them in
+# OUT/gpu_check_sketch.json:
+#   1. a profile of default sketch steps (torch.profiler): wall and kernel
+#      time per step, host syncs, the busiest operators;
+#   2. seconds per default sketch (16 strokes, 3 seeds, 4 augmentations, all
+#      2000 steps, early stop off);
+#   3. sketches per hour at --batch-images K = 1, 4, 8, 16, 200 steps each,
+#      extrapolated to 2000;
+#   4. the fp16 path (clip's CUDA weights) against fp32 on the same inputs:
+#      loss within 1% and gradient cosine at least 0.99.
+# Models: RN101 and ViT-B/32 of the released architectures with random
+# weights (scripts/benchmarks/common.py random_clip), the convolutions
+# He-initialised so that features keep their scale in fp16.
 #
-# --tiny: tiny models and a few steps, to check the script itself on a CPU (tests/test_sketch_batch.py).
-# Python: $PYTHON, else .venv/bin/python, else python3; the JSON also goes to $OUT/gpu_check_sketch.json.
-# Exits 1 when the fp16 path is out of tolerance.
+# DEVICE: cuda, cuda:N, cpu or auto. --tiny: tiny models and a few steps, to
+# check this script on a CPU (tests/test_sketch_batch.py). Example:
+#   scripts/gpu_check_sketch.sh cuda "$OUT"
+#
+# Exit status: 0 when done; 1 when the fp16 path is out of tolerance; 2 for a
+# usage error; 124 when it ran past 340 s.
+# PYTHON names the interpreter (default: .venv/bin/python, else python3).
 set -euo pipefail
 
+usage() { sed -n '2,/^[^#]/s/^# \{0,1\}//p' "$0"; }
+
+case "${1:-}" in -h | --help) usage; exit 0 ;; esac
+if (($# < 2)); then
+    echo "gpu_check_sketch.sh: give DEVICE and OUT" >&2
+    usage >&2
+    exit 2
+fi
+device=$1 out=$2
+shift 2
+mkdir -p "$out"
+out="$(cd "$out" && pwd)"
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$repo"
 python="${PYTHON:-}"
@@ -22,12 +45,8 @@ if [[ -z "$python" ]]; then
 fi
 export PYTHONPATH="$repo:$repo/scripts${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1
-json_args=()
-if [[ -n "${OUT:-}" ]]; then
-    json_args=(--json "$OUT/gpu_check_sketch.json")
-fi
 
-timeout 340 "$python" - "${json_args[@]}" "$@" <<'PY'
+timeout 340 "$python" - --device "$device" --json "$out/gpu_check_sketch.json" "$@" <<'PY'
 """The python part of scripts/gpu_check_sketch.sh: one JSON object per section on stdout, as it goes."""
 
 import argparse
@@ -62,7 +81,7 @@ GRADIENT_COSINE = 0.99  # of the gradient on the stroke points, fp16 against fp3
 parser = argparse.ArgumentParser()
 parser.add_argument("--tiny", action="store_true")
 parser.add_argument("--device", default="auto")
-parser.add_argument("--json")
+parser.add_argument("--json", required=True)
 args = parser.parse_args()
 device = resolve_device(args.device)
 cuda = device.type == "cuda"
@@ -200,8 +219,7 @@ passed = loss_error <= LOSS_TOLERANCE and cosine >= GRADIENT_COSINE
 say("fp16_vs_fp32", {"max_relative_loss_difference": loss_error, "gradient_cosine": round(cosine, 5),
                      "tolerance": {"loss_relative": LOSS_TOLERANCE, "gradient_cosine": GRADIENT_COSINE},
                      "passed": passed})
-if args.json:
-    with open(args.json, "w") as handle:
-        json.dump(report, handle, indent=1)
+with open(args.json, "w") as handle:
+    json.dump(report, handle, indent=1)
 sys.exit(0 if passed else 1)
 PY

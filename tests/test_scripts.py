@@ -74,7 +74,12 @@ def recording_stub(folder: Path) -> Path:
 
 def test_the_scripts_are_all_here():
     names = {path.relative_to(SCRIPTS).as_posix() for path in ALL_SCRIPTS}
-    assert names == {"sketch-folder.sh", "index-videos.sh", *(f"reproduce/{name}" for name in EXPECTED_COMMANDS)}
+    assert names == {
+        "sketch-folder.sh",
+        "index-videos.sh",
+        "gpu_check_sketch.sh",
+        *(f"reproduce/{name}" for name in EXPECTED_COMMANDS),
+    }
 
 
 @pytest.mark.parametrize("script", ALL_SCRIPTS, ids=lambda path: path.name)

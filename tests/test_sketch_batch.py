@@ -20,7 +20,7 @@ from test_sketch import shapes_target, sketch_cli, sketch_resnet
 
 from clipcli.errors import BadInputError
 from clipcli.pipelines import sketch, sketch_optimize
-from clipcli.pipelines.sketch_objective import ClipassoLoss
+from clipcli.pipelines.sketch_objective import ClipassoLoss, Target
 from clipcli.pipelines.sketch_optimize import (
     Schedule,
     Sketching,
@@ -229,8 +229,8 @@ def test_the_gpu_check_script_is_valid_bash_and_shellcheck_clean():
 
 
 def test_the_gpu_check_runs_every_section_at_tiny_size_on_the_cpu(tmp_path):
-    env = os.environ | {"PYTHON": sys.executable, "OUT": str(tmp_path)}
-    command = ["bash", GPU_CHECK, "--tiny", "--device", "cpu"]
+    env = os.environ | {"PYTHON": sys.executable}
+    command = ["bash", GPU_CHECK, "cpu", tmp_path, "--tiny"]
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "gpu_check_sketch.json").read_text())
@@ -243,3 +243,18 @@ def test_the_gpu_check_runs_every_section_at_tiny_size_on_the_cpu(tmp_path):
     parity = report["fp16_vs_fp32"]
     assert parity["passed"] is True and parity["max_relative_loss_difference"] <= 1e-2
     assert parity["gradient_cosine"] >= 0.99
+
+
+def test_the_progress_line_shows_every_image_of_the_batch(tmp_path):
+    job = sketch.SketchJob(out=tmp_path, settings=sketch.SketchSettings(iterations=50), batch_images=2)
+    shown = []
+    job._show_progress = shown.append
+    images = []
+    for iteration, loss in ((7, 0.5), (3, 0.25)):
+        target = Target(torch.ones(1, 3, 224, 224), ())
+        image = Sketching.start(target, torch.zeros(1, 1, 4, 2), [0], 1.0, None)
+        image.iteration, image.runs[0].best_loss = iteration, loss
+        images.append(image)
+    job.step_reporter([Path("cat.png"), Path("dog.png")])(list(enumerate(images)))
+    assert job.batch_size == 2
+    assert shown == ["cat.png step 7/50 loss 0.5000; dog.png step 3/50 loss 0.2500"]
