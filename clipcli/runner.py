@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
 from pathlib import Path
@@ -118,6 +120,7 @@ class Job:
     name: str = "batch"
     batch_size: int = 1
     read_workers: int = 0
+    write_workers: int = 1  # above 1: `write` runs on that many driver threads (it must be safe to)
     _show_progress: Callable[[str], None] | None = None  # set by `run_job` while its bar is up
 
     def __getstate__(self) -> dict[str, Any]:
@@ -217,15 +220,30 @@ def run_job(job: Job, inputs: Sequence[Path], *, overwrite: bool = False, execut
     ]
     todo = [(position, path) for position, path in enumerate(inputs) if results[position] is None]
     stream = (executor or LocalExecutor()).outcomes(job, todo)
+    writers = ThreadPoolExecutor(job.write_workers, "clipcli-write") if job.write_workers > 1 else None
+    writing: deque[tuple[int, Future[Result]]] = deque()
     try:
         with ui.progress() as bar:
             task = bar.add_task(job.name, total=len(inputs), completed=len(inputs) - len(todo))
             job._show_progress = lambda text: bar.update(task, description=f"{job.name} {text}")
-            for position, outcome in stream:
-                results[position] = _settle(job, inputs[position], outcome)
+
+            def settled(position: int, result: Result) -> None:
+                results[position] = result
                 bar.update(task, advance=1, description=job.name)
-    finally:  # an interrupted run stops the executor's reads and workers
+
+            for position, outcome in stream:
+                if writers is None:
+                    settled(position, _settle(job, inputs[position], outcome))
+                    continue
+                writing.append((position, writers.submit(_settle, job, inputs[position], outcome)))
+                while writing and (writing[0][1].done() or len(writing) > 2 * job.write_workers):
+                    settled(writing[0][0], writing.popleft()[1].result())
+            while writing:
+                settled(writing[0][0], writing.popleft()[1].result())
+    finally:  # an interrupted run lets the writes under way finish (they are atomic) and stops the executor
         job._show_progress = None
+        if writers is not None:
+            writers.shutdown(wait=True, cancel_futures=True)
         close = getattr(stream, "close", None)
         if close is not None:
             close()

@@ -16,6 +16,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from clip.model import CLIP
@@ -340,27 +341,30 @@ def test_sigterm_saves_the_pooled_rows_and_exits_as_interrupted(many_photos, tmp
 
 
 def test_sigterm_in_any_command_cleans_up_as_ctrl_c_does(many_photos, tmp_path, tiny_rn_path, monkeypatch):
-    """depth killed while writing its third file: exit 130, no temp file, the finished outputs whole."""
+    """depth killed while writing its fifth file: exit 130, no temp file, every file whole, a rerun completes."""
     writes = []
-    real_write_png = depth.write_png
+    real_atomic_write = depth.atomic_write
 
-    def write_then_terminate(path, pixels):
+    @contextlib.contextmanager
+    def write_then_terminate(path, *args, **kwargs):
         writes.append(path)
-        if len(writes) == 3:
+        if len(writes) == 5:
             with atomic_path(path) as tmp:
                 tmp.write_bytes(b"half")
                 signal.raise_signal(signal.SIGTERM)
-        real_write_png(path, pixels)
+        with real_atomic_write(path, *args, **kwargs) as handle:
+            yield handle
 
-    monkeypatch.setattr(depth, "write_png", write_then_terminate)
+    monkeypatch.setattr(depth, "atomic_write", write_then_terminate)
     out = tmp_path / "out"
     args = ["depth", many_photos, "--model", tiny_rn_path, "--out", out, "--device", "cpu", "--quiet"]
     result = runner.invoke(cli.app, [str(arg) for arg in args])
     assert result.exit_code == 130 and error_lines(result) == ["error: interrupted"]
-    names = sorted(path.name for path in out.iterdir())
-    assert names == ["p0_depth.npy", "p0_depth.png", "p0_depth_color.png", "p1_depth.npy"]  # no temp file
-    assert np.load(out / "p0_depth.npy").ndim == 2
-    monkeypatch.setattr(depth, "write_png", real_write_png)
+    files = sorted(out.iterdir())
+    assert files and not [path for path in files if path.name.startswith(".")]  # no temp file
+    assert all(np.load(path).ndim == 2 for path in files if path.suffix == ".npy")  # writes under way finished whole
+    assert all(cv2.imread(str(path)) is not None for path in files if path.suffix == ".png")
+    monkeypatch.setattr(depth, "atomic_write", real_atomic_write)
     rerun = runner.invoke(cli.app, [str(arg) for arg in args])
     assert rerun.exit_code == 0 and len(list(out.iterdir())) == 3 * 7
 

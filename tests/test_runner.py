@@ -189,3 +189,52 @@ def test_finished_inputs_are_never_read_and_failures_are_one_line_on_stderr(caps
         "error: noisy.mp4: cannot decode (libav said:",
         "error: full: No space left on device (/out/full_depth.png)",
     ]
+
+
+@dataclass
+class SlowWriter(Job):
+    """Writes take time and record the thread that wrote them; one input's write fails."""
+
+    failing: str = ""
+    write_workers: int = 3
+    written: list[tuple[str, str]] = field(default_factory=list)
+    name = "slow-writer"
+
+    def compute(self, path: Path, value: Path) -> str:
+        return path.name
+
+    def write(self, path: Path, outcome: str) -> dict:
+        import threading
+        import time
+
+        time.sleep(0.02)
+        if outcome == self.failing:
+            raise OSError(errno.EIO, "Input/output error", f"/out/{outcome}")
+        self.written.append((outcome, threading.current_thread().name))
+        return {"name": outcome}
+
+
+def test_writes_on_driver_threads_keep_input_order_and_fail_alone():
+    job = SlowWriter(failing="3")
+    report = run_job(job, paths(*range(1, 9)))
+    assert [r.data.get("name") for r in report.results] == ["1", "2", None, "4", "5", "6", "7", "8"]
+    assert report.results[2].error == "3: Input/output error (/out/3)"
+    assert sorted(name for name, _ in job.written) == ["1", "2", "4", "5", "6", "7", "8"]  # each exactly once
+    assert len({thread for _, thread in job.written}) > 1
+
+
+class Interrupted:
+    """An executor that is interrupted (Ctrl-C) after handing over three outcomes."""
+
+    def outcomes(self, job, todo):
+        for number, (position, path) in enumerate(todo):
+            if number == 3:
+                raise KeyboardInterrupt
+            yield position, path.name
+
+
+def test_an_interrupted_run_lets_the_writes_under_way_finish():
+    job = SlowWriter()
+    with pytest.raises(KeyboardInterrupt):
+        run_job(job, paths(1, 2, 3, 4, 5), executor=Interrupted())
+    assert sorted(name for name, _ in job.written) == ["1", "2", "3"]

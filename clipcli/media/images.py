@@ -97,11 +97,17 @@ def load_image_unchanged(path: str | Path) -> np.ndarray:
 
 def write_png(path: str | Path, pixels: np.ndarray) -> None:
     """Write HxW gray (uint8 or uint16), HxWx3 RGB or HxWx4 RGBA (uint8) pixels as a PNG, atomically."""
+    png = encode_png(pixels)
+    with atomic_write(path) as handle:
+        handle.write(png)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """The PNG file of `write_png`'s pixels, as bytes (encoded by a worker, written by the driver)."""
     encoded, png = cv2.imencode(".png", np.ascontiguousarray(_swap_red_blue(pixels)))
     if not encoded:
         raise ValueError(f"cannot encode {pixels.shape} {pixels.dtype} pixels as a PNG")
-    with atomic_write(path) as handle:
-        handle.write(png.tobytes())
+    return png.tobytes()
 
 
 def composite_on_white(rgba: np.ndarray) -> np.ndarray:

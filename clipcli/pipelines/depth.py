@@ -12,6 +12,7 @@ bounded by the bin range, and has no scale recovery.
 
 from __future__ import annotations
 
+import io
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ import torch.nn.functional as F
 from clipcli.batch import OutputNames
 from clipcli.errors import BadInputError, ParameterError
 from clipcli.media.decoders import CPU_DECODERS, IMAGE, Decoder, select_decoder
-from clipcli.media.images import load_image, load_image_unchanged, write_png
+from clipcli.media.images import encode_png, load_image, load_image_unchanged
 from clipcli.models import load_clip
 from clipcli.models.grid import layer4_channels, require_resnet, resnet_layer4
 from clipcli.models.prompts import text_classifier
@@ -242,15 +243,43 @@ class DepthOutputs:
         return self.npy.exists() and self.png.exists() and self.color.exists()
 
 
-def write_outputs(depth: np.ndarray, outputs: DepthOutputs, bins: Sequence[float], colormap: str) -> None:
-    """The .npy (metres), 16-bit PNG (millimetres) and the colour picture with its legend."""
+@dataclass(frozen=True)
+class DepthOutcome:
+    """One image's depth figures and its three files, encoded where the map was computed.
+
+    Encoding the PNGs costs more than computing a map on a GPU, so it happens
+    in the worker (a thread or a Ray actor) and the driver only writes bytes.
+    """
+
+    stats: dict
+    npy: bytes
+    png: bytes
+    color: bytes
+    seconds: float
+
+
+def encode_outcome(depth: np.ndarray, bins: Sequence[float], colormap: str, seconds: float) -> DepthOutcome:
+    """The .npy (metres), 16-bit PNG (millimetres) and the colour picture with its legend, as bytes."""
     vmin, vmax = min(bins), max(bins)
     picture = add_legend(colorize(depth, vmin, vmax, colormap), vmin, vmax, colormap)
     millimetres = np.clip(np.round(depth * 1000.0), 0, 65535).astype(np.uint16)
-    with atomic_write(outputs.npy) as handle:
-        np.save(handle, depth)
-    write_png(outputs.png, millimetres)
-    write_png(outputs.color, picture)
+    metres = io.BytesIO()
+    np.save(metres, depth)
+    stats = {
+        "height": int(depth.shape[0]),
+        "width": int(depth.shape[1]),
+        "min": round(float(depth.min()), 4),
+        "max": round(float(depth.max()), 4),
+        "mean": round(float(depth.mean()), 4),
+    }
+    return DepthOutcome(stats, metres.getvalue(), encode_png(millimetres), encode_png(picture), seconds)
+
+
+def write_outputs(outcome: DepthOutcome, outputs: DepthOutputs) -> None:
+    """The three files, each atomically."""
+    for path, data in ((outputs.npy, outcome.npy), (outputs.png, outcome.png), (outputs.color, outcome.color)):
+        with atomic_write(path) as handle:
+            handle.write(data)
 
 
 @dataclass
@@ -267,6 +296,7 @@ class DepthJob(Job):
     decoder: Decoder = CPU_DECODERS[IMAGE]
     name = "depth"
     read_workers = 2
+    write_workers = 4  # three fsynced files an image: the driver's writes overlap (1.6x on a 2-vCPU VM)
 
     def setup(self) -> None:
         self._model = load_depth_model(self.model_name, self.device, self.trust_checkpoint)
@@ -277,25 +307,16 @@ class DepthJob(Job):
     def read(self, path: Path) -> np.ndarray:
         return load_image(path, decoder=self.decoder)
 
-    def compute(self, path: Path, value: np.ndarray) -> tuple[np.ndarray, float]:
+    def compute(self, path: Path, value: np.ndarray) -> DepthOutcome:
         start = time.perf_counter()
-        return depth_for_image(self._model, value, self.size, self.settings), time.perf_counter() - start
+        depth = depth_for_image(self._model, value, self.size, self.settings)
+        return encode_outcome(depth, self.settings.bins, self.colormap, time.perf_counter() - start)
 
-    def write(self, path: Path, outcome: tuple[np.ndarray, float]) -> dict:
-        depth, seconds = outcome
+    def write(self, path: Path, outcome: DepthOutcome) -> dict:
         outputs = DepthOutputs.for_input(path, self.out)
-        write_outputs(depth, outputs, self.settings.bins, self.colormap)
-        return {
-            "height": int(depth.shape[0]),
-            "width": int(depth.shape[1]),
-            "min": round(float(depth.min()), 4),
-            "max": round(float(depth.max()), 4),
-            "mean": round(float(depth.mean()), 4),
-            "npy": str(outputs.npy),
-            "png": str(outputs.png),
-            "color": str(outputs.color),
-            "seconds": round(seconds, 3),
-        }
+        write_outputs(outcome, outputs)
+        files = {"npy": str(outputs.npy), "png": str(outputs.png), "color": str(outputs.color)}
+        return outcome.stats | files | {"seconds": round(outcome.seconds, 3)}
 
     def summary(self) -> dict:
         return {"model": self.model_name, "bins": list(self.settings.bins), "colormap": self.colormap}
