@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
-from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.options import (
     Cluster,
@@ -73,6 +72,7 @@ def classify_action(
     *,
     common: Common,
 ) -> None:
+    from clipcli.cli.html_pages import write_html
     from clipcli.cluster import executor_for
     from clipcli.media.video import VIDEO_EXTENSIONS
     from clipcli.pipelines import action as action_pipeline

@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
-from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import AUDIOCLIP_CHECKPOINT
 from clipcli.options import Cluster, ClusterWorkers, Html, TopK, TrustCheckpoint, batch_size_option, labels_option
@@ -97,6 +96,7 @@ def audio_tag(
     *,
     common: Common,
 ) -> None:
+    from clipcli.cli.html_pages import write_html
     from clipcli.cluster import executor_for
     from clipcli.media.audio import AUDIO_EXTENSIONS
     from clipcli.pipelines import audio as audio_pipeline

@@ -11,7 +11,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
-from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.options import (
     Cluster,
@@ -157,6 +156,7 @@ def vqa(
     *,
     common: Common,
 ) -> None:
+    from clipcli.cli.html_pages import write_html
     from clipcli.cluster import executor_for
     from clipcli.media.images import IMAGE_EXTENSIONS
     from clipcli.pipelines import vqa as vqa_pipeline

@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
-from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.defaults import FPS_POOL_MULTIPLE
 from clipcli.options import (
@@ -113,6 +112,7 @@ def point_classify(
     *,
     common: Common,
 ) -> None:
+    from clipcli.cli.html_pages import write_html
     from clipcli.cluster import executor_for
     from clipcli.pipelines import point as point_pipeline
     from clipcli.pipelines import point_prompts

@@ -12,7 +12,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli import ui
-from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.errors import BadInputError
 from clipcli.options import (
@@ -124,6 +123,7 @@ def retrieve(
     *,
     common: Common,
 ) -> None:
+    from clipcli.cli.html_pages import write_html
     from clipcli.cluster import executor_for
     from clipcli.media.sampling import fast_variant
     from clipcli.pipelines import retrieve as retrieve_pipeline

@@ -10,7 +10,6 @@ from rich.markup import escape
 from rich.table import Table
 
 from clipcli.batch import expand_inputs
-from clipcli.cli.html_pages import write_html
 from clipcli.cli_support import Common, command, show
 from clipcli.options import (
     Animation,
@@ -117,6 +116,7 @@ def sketch(
     *,
     common: Common,
 ) -> None:
+    from clipcli.cli.html_pages import write_html
     from clipcli.cluster import executor_for
     from clipcli.media.images import IMAGE_EXTENSIONS
     from clipcli.pipelines import sketch as sketch_pipeline

@@ -263,6 +263,8 @@ def optimize_strokes(
     report = None if on_step is None else lambda batch: on_step(batch[0][1].iteration, batch[0][1].runs)
     start = lambda: Sketching.start(loss.prepare(target), init_points, seeds, lr, generator)  # noqa: E731
     (result,) = optimize_many([start], loss, schedule, on_step=report)
+    if isinstance(result, BadInputError):
+        raise result
     return result
 
 
