@@ -25,7 +25,7 @@ from clipcli.errors import BadInputError, ClipcliError
 from clipcli.runner import Job, computed
 
 RAY_EXTRA = "pip install 'clipcli[ray]'"
-ATTEMPTS = 3  # an input whose worker dies this many times fails alone (a decoder that crashes on it)
+ATTEMPTS = 3  # an input whose worker dies this many times, running alone, fails (a decoder that crashes on it)
 IN_FLIGHT = 2  # batches queued per actor, so it never waits for the driver
 
 
@@ -128,36 +128,43 @@ def _check_shared_paths(ray, actors: list, paths: list[Path]) -> None:
 
 
 def _stream(ray, actors: list, todo: Sequence[tuple[int, Path]], size: int) -> Iterator[tuple[int, Any]]:
-    """Outcomes as they finish; the batches of an actor that died go back, one input at a time.
+    """Outcomes as they finish; the inputs of a batch whose actor died are retried one by one, alone.
 
-    An actor runs its tasks in the order sent, so only its oldest unfinished
-    batch was running when it died: only that batch's inputs are charged an
-    attempt, and an input that kills its worker every time fails alone.
+    A death cannot be pinned on one input of a batch, or on the running task
+    rather than one queued behind it, so every input it took becomes a
+    suspect. A suspect runs alone on an idle actor: a death then is its own,
+    and an input that kills its worker `ATTEMPTS` times alone fails by itself.
     """
     waiting = deque(list(todo[start : start + size]) for start in range(0, len(todo), size))
-    sent: list[deque] = [deque() for _ in actors]  # each actor's unfinished tasks, oldest first
-    running: dict = {}  # ObjectRef -> (actor number, batch)
+    suspects: deque[tuple[int, Path]] = deque()
+    busy = [0 for _ in actors]  # unfinished tasks per actor
+    running: dict = {}  # ObjectRef -> (actor number, batch, whether it runs alone)
     attempts = Counter[int]()
-    while waiting or running:
+    while waiting or suspects or running:
         for number, actor in enumerate(actors):
-            while waiting and len(sent[number]) < IN_FLIGHT:
+            if suspects and not busy[number]:
+                entry = suspects.popleft()
+                running[actor.run.remote([entry])] = (number, [entry], True)
+                busy[number] = IN_FLIGHT  # nothing else until it is done
+            while waiting and not suspects and busy[number] < IN_FLIGHT:
                 batch = waiting.popleft()
-                ref = actor.run.remote(batch)
-                running[ref] = (number, batch)
-                sent[number].append(ref)
+                running[actor.run.remote(batch)] = (number, batch, False)
+                busy[number] += 1
         [ready], _ = ray.wait(list(running), num_returns=1)
-        number, batch = running.pop(ready)
-        was_running = sent[number][0] == ready
-        sent[number].remove(ready)
+        number, batch, alone = running.pop(ready)
+        busy[number] = 0 if alone else busy[number] - 1
         try:
             yield from ray.get(ready)
         except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError):
             for entry in batch:
-                attempts[entry[0]] += was_running
+                attempts[entry[0]] += alone
                 if attempts[entry[0]] < ATTEMPTS:
-                    waiting.append([entry])
+                    suspects.append(entry)
                 else:
-                    yield entry[0], BadInputError(f"the Ray worker died {ATTEMPTS} times processing it", entry[1])
+                    yield (
+                        entry[0],
+                        BadInputError(f"the Ray worker died each of the {ATTEMPTS} times it ran alone", entry[1]),
+                    )
         except ray.exceptions.RayTaskError as err:  # a bug in the job: the driver fails as a local run would
             raise err.as_instanceof_cause() from None
 

@@ -84,7 +84,7 @@ def test_a_killed_actor_is_restarted_and_every_input_is_written_exactly_once(ray
 def test_an_input_that_kills_its_worker_every_time_fails_alone(ray_session, tmp_path):
     report = run_job(Squares(tmp_path, kill_always={"2"}), numbered(4), executor=cluster.RayExecutor("local", 1))
     assert [result.status for result in report.results] == ["ok", "failed", "ok", "ok"]
-    assert report.results[1].error == "2: the Ray worker died 3 times processing it"
+    assert report.results[1].error == "2: the Ray worker died each of the 3 times it ran alone"
     assert written(tmp_path) == ["1", "3", "4"]
 
 
