@@ -98,11 +98,20 @@ def _check_reachable(address: str) -> None:
 
 
 def _start_actors(ray, job: Job, workers: int | None) -> list:
-    """One actor per GPU of the cluster, else `workers` (default 1) CPU actors; each set up before any input."""
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    count, resources = (gpus, {"num_gpus": 1}) if gpus else (workers or 1, {"num_cpus": 1})
+    """One actor per GPU of the cluster, else `workers` (default 1) CPU actors; each set up before any input.
+
+    CPU actors share the cluster's CPUs between them (Ray gives each as many
+    math threads as CPUs), so one actor computes as fast as a local run.
+    """
+    resources = ray.cluster_resources()
+    gpus = int(resources.get("GPU", 0))
+    if gpus:
+        count, share = gpus, {"num_gpus": 1}
+    else:
+        count = workers or 1
+        share = {"num_cpus": max(1, int(resources.get("CPU", 1)) // count)}
     actor_class = ray.remote(max_restarts=-1, max_task_retries=0)(_Worker)
-    actors = [actor_class.options(**resources).remote(job, os.getcwd()) for _ in range(count)]
+    actors = [actor_class.options(**share).remote(job, os.getcwd()) for _ in range(count)]
     try:
         ray.get([actor.setup.remote() for actor in actors])
     except ray.exceptions.RayTaskError as err:

@@ -51,6 +51,18 @@ class Squares(Job):
 
 
 @dataclass
+class Threads(Job):
+    """Reports how many math threads torch uses where it computes."""
+
+    name = "threads"
+
+    def compute(self, path: Path, value: Path) -> dict:
+        import torch
+
+        return {"threads": torch.get_num_threads()}
+
+
+@dataclass
 class NoWeights(Squares):
     def setup(self) -> None:
         raise WeightsUnavailableError("RN50: no weights here")
@@ -72,6 +84,12 @@ def test_a_ray_run_reports_what_a_local_run_does_in_input_order(ray_session, tmp
     assert on_ray.rows() == local.rows()
     assert [row.get("square") for row in on_ray.rows()] == [1, 4, None, 16, 25, 36]
     assert on_ray.results[2].error == "3: cannot decode"
+
+
+@pytest.mark.parametrize("workers, threads", [(1, 2), (2, 1)])
+def test_cpu_actors_share_the_clusters_cpus_as_math_threads(ray_session, workers, threads):
+    report = run_job(Threads(), numbered(2), executor=cluster.RayExecutor("local", workers))
+    assert [row["threads"] for row in report.rows()] == [threads, threads]  # the test cluster has 2 CPUs
 
 
 def test_a_killed_actor_is_restarted_and_every_input_is_written_exactly_once(ray_session, tmp_path):
