@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from clipcli.cli import app
 from clipcli.errors import BadInputError
 from clipcli.models import load_clip
-from clipcli.pipelines import depth
+from clipcli.pipelines import depth, depth_eval
 
 runner = CliRunner()
 
@@ -118,34 +118,34 @@ def test_network_size_rules():
 def test_metrics_on_hand_made_pairs():
     gt = np.array([1.0, 2.0, 4.0])
     pred = np.array([1.0, 2.0, 3.0])  # the last ratio is 4/3: above 1.25, below 1.25**2
-    metrics = depth.depth_metrics(pred, gt, np.ones(3, bool))
+    metrics = depth_eval.depth_metrics(pred, gt, np.ones(3, bool))
     assert metrics["delta1"] == pytest.approx(2 / 3)
     assert metrics["delta2"] == pytest.approx(1.0)
     assert metrics["delta3"] == pytest.approx(1.0)
     assert metrics["abs_rel"] == pytest.approx((1 / 4) / 3)
     assert metrics["log10"] == pytest.approx(np.log10(4 / 3) / 3)
     assert metrics["rmse"] == pytest.approx(np.sqrt(1 / 3))
-    far = depth.depth_metrics(np.array([1.0]), np.array([2.0]), np.ones(1, bool))
+    far = depth_eval.depth_metrics(np.array([1.0]), np.array([2.0]), np.ones(1, bool))
     assert (far["delta1"], far["delta2"], far["delta3"]) == (0.0, 0.0, 0.0)  # ratio 2 > 1.25**3
     # Clamping to [1e-3, cap]: a prediction of 20 m counts as 10 m.
-    capped = depth.depth_metrics(np.array([20.0]), np.array([5.0]), np.ones(1, bool), cap=10.0)
+    capped = depth_eval.depth_metrics(np.array([20.0]), np.array([5.0]), np.ones(1, bool), cap=10.0)
     assert capped["abs_rel"] == pytest.approx(1.0)
 
 
 def test_eigen_crop_only_for_nyu_sized_images():
-    nyu = depth.evaluation_region(np.ones((480, 640)), np.ones((480, 640)), (480, 640), 10.0)
+    nyu = depth_eval.evaluation_region(np.ones((480, 640)), np.ones((480, 640)), (480, 640), 10.0)
     assert nyu.sum() == (471 - 45) * (601 - 46) and not nyu[0, 0] and nyu[45, 46]
-    other = depth.evaluation_region(np.ones((240, 320)), np.ones((240, 320)), (240, 320), 10.0)
+    other = depth_eval.evaluation_region(np.ones((240, 320)), np.ones((240, 320)), (240, 320), 10.0)
     assert other.all()
     gt = np.array([[0.0, 5.0, 12.0]])
-    assert depth.evaluation_region(np.ones_like(gt), gt, (1, 3), 10.0).tolist() == [[False, True, False]]
+    assert depth_eval.evaluation_region(np.ones_like(gt), gt, (1, 3), 10.0).tolist() == [[False, True, False]]
 
 
 def test_nyu_prediction_is_pasted_into_the_official_box(tiny_rn):
     rgb = draw_shapes_image((480, 640), seed=1)
-    pred = depth.predict_for_evaluation(tiny_rn, rgb, (480, 640), "auto")
+    pred = depth_eval.predict_for_evaluation(tiny_rn, rgb, (480, 640), "auto")
     inside = np.zeros((480, 640), bool)
-    inside[depth.NYU_CROP] = True
+    inside[depth_eval.NYU_CROP] = True
     assert (pred[~inside] == 0).all() and (pred[inside] >= 1.0 - 1e-5).all()
 
 
@@ -202,9 +202,9 @@ def test_depth_eval_cli_reports_metrics(tiny_rn_path, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     model = load_clip(tiny_rn_path, device="cpu")[0]
-    pred = depth.predict_for_evaluation(model, rgb, (480, 640), "auto")
+    pred = depth_eval.predict_for_evaluation(model, rgb, (480, 640), "auto")
     gt = gt_mm / 1000.0
-    expected = depth.depth_metrics(pred, gt, depth.evaluation_region(pred, gt, (480, 640), 10.0))
+    expected = depth_eval.depth_metrics(pred, gt, depth_eval.evaluation_region(pred, gt, (480, 640), 10.0))
     assert report["images"] == 1
     for name, value in expected.items():
         assert report["mean"][name] == pytest.approx(value, rel=1e-5)

@@ -24,7 +24,7 @@ from clipcli.errors import ParameterError
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
 from clipcli.models.spatial import attention_pool, resize_grid_embedding
-from clipcli.pipelines import features
+from clipcli.pipelines import features, features_grid
 
 runner = CliRunner()
 CLIP_NORMALIZE = transforms.Normalize((0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711))
@@ -79,13 +79,13 @@ def vit_tokens_by_hand(visual, image, blocks):
      ((1000, 1000), (600, 600)), ((333, 500), (600, 901)), ((90, 130), (600, 867))],
 )  # fmt: skip
 def test_shortest_edge_size_follows_detectron2(shape, expected):
-    assert features.shortest_edge_size(*shape) == expected
+    assert features_grid.shortest_edge_size(*shape) == expected
 
 
 def test_vqa_pixels_are_two_pil_bilinear_resizes():
     rgb = np.random.default_rng(0).integers(0, 256, (90, 130, 3), dtype=np.uint8)
     expected = Image.fromarray(rgb).resize((867, 600), Image.BILINEAR).resize((1000, 600), Image.BILINEAR)
-    pixels = features.vqa_pixels(rgb)
+    pixels = features_grid.vqa_pixels(rgb)
     assert pixels.shape == (600, 1000, 3) and pixels.dtype == np.uint8
     np.testing.assert_array_equal(pixels, np.asarray(expected))
 
@@ -96,7 +96,7 @@ def test_caption_pixels_and_normalisation_match_torchvision():
         [transforms.Resize((448, 448), interpolation=transforms.InterpolationMode.BICUBIC),
          transforms.CenterCrop((448, 448)), transforms.ToTensor()]
     )(Image.fromarray(rgb))  # fmt: skip
-    ours = features.normalize(torch.from_numpy(features.caption_pixels(rgb))[None])
+    ours = features_grid.normalize(torch.from_numpy(features_grid.caption_pixels(rgb))[None])
     torch.testing.assert_close(ours[0], CLIP_NORMALIZE(official), rtol=0, atol=1e-5)
 
 
@@ -107,7 +107,7 @@ def test_resnet_vqa_grid_is_layer4_without_attention_pool(tiny_rn):
     images = torch.randn(2, 3, 600, 1000)
     with torch.no_grad():
         expected = stem_and_layers_by_hand(tiny_rn.visual, images).permute(0, 2, 3, 1)
-    grid = features.vqa_grid(tiny_rn, images)
+    grid = features_grid.vqa_grid(tiny_rn, images)
     assert grid.shape == (2, 18, 31, 512)  # stride 32; layer4's 512 channels, not the 256-d pooled embedding
     torch.testing.assert_close(grid, expected, rtol=0, atol=0)
 
@@ -117,7 +117,7 @@ def test_vit_vqa_grid_is_patch_tokens_before_the_last_block(tiny_vit):
     with torch.no_grad():
         tokens, (height, width) = vit_tokens_by_hand(tiny_vit.visual, image, blocks=1)  # first 1 of 2 blocks
     assert (height, width) == (18, 31)
-    grid = features.vqa_grid(tiny_vit, image)
+    grid = features_grid.vqa_grid(tiny_vit, image)
     assert grid.shape == (1, 18, 31, 64)
     torch.testing.assert_close(grid, tokens[:, 1:].reshape(1, 18, 31, 64), rtol=1e-5, atol=1e-5)
 
@@ -131,7 +131,7 @@ def test_attention_pool_matches_clip_at_its_own_size_and_resized_embedding_at_14
         pool14 = copy.deepcopy(visual.attnpool)  # as clip_prepro_feats.py: swap in the resized embedding
         pool14.positional_embedding = torch.nn.Parameter(timm_resize(pool14.positional_embedding, (14, 14)))
         expected_fc = pool14(stem_and_layers_by_hand(visual, images))
-    att, fc = features.caption_features(tiny_rn, images)
+    att, fc = features_grid.caption_features(tiny_rn, images)
     assert att.shape == (2, 14, 14, 512) and fc.shape == (2, 256)
     torch.testing.assert_close(fc, expected_fc, rtol=1e-5, atol=1e-6)
     assert visual.attnpool.positional_embedding.shape == (50, 512)  # the shared model is left alone
@@ -141,7 +141,7 @@ def test_vit_caption_features_are_all_blocks_with_the_class_token_as_fc(tiny_vit
     image = torch.randn(1, 3, 448, 448)
     with torch.no_grad():
         tokens, _ = vit_tokens_by_hand(tiny_vit.visual, image, blocks=2)
-    att, fc = features.caption_features(tiny_vit, image)
+    att, fc = features_grid.caption_features(tiny_vit, image)
     assert att.shape == (1, 14, 14, 64) and fc.shape == (1, 64)
     torch.testing.assert_close(att, tokens[:, 1:].reshape(1, 14, 14, 64), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(fc, tokens[:, 0], rtol=1e-5, atol=1e-5)
@@ -189,8 +189,8 @@ def test_vqa_layout_files_resume_and_report_bad_images(photos, tmp_path, tiny_rn
     saved = np.load(out / "a.npy")
     assert saved.shape == (1, 18, 31, 512) and saved.dtype == np.float16
     model, _ = load_clip(tiny_rn_path, device="cpu")
-    pixels = torch.from_numpy(features.vqa_pixels(load_image(photos / "a.jpg")))[None]
-    expected = features.vqa_grid(model, features.normalize(pixels)).half().numpy()
+    pixels = torch.from_numpy(features_grid.vqa_pixels(load_image(photos / "a.jpg")))[None]
+    expected = features_grid.vqa_grid(model, features_grid.normalize(pixels)).half().numpy()
     np.testing.assert_array_equal(saved[0], expected[0])
     assert sorted(p.name for p in out.iterdir()) == ["a.npy", "b.npy"]  # no temp files left behind
 

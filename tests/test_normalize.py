@@ -9,7 +9,7 @@ from PIL import Image
 
 from clipcli.models.frames import preprocess_frames
 from clipcli.models.normalize import clip_normalize, clip_stats
-from clipcli.pipelines import features
+from clipcli.pipelines import features_grid
 
 
 def test_clip_normalize_equals_clips_own_normalize_step():
@@ -30,5 +30,5 @@ def test_precomputed_stats_give_the_same_result_in_the_images_dtype():
 def test_frames_and_features_use_the_same_normaliser():
     pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (1, 32, 32, 3), dtype=np.uint8))
     expected = clip_normalize(pixels.permute(0, 3, 1, 2).float() / 255.0)
-    torch.testing.assert_close(features.normalize(pixels), expected, rtol=0, atol=0)
+    torch.testing.assert_close(features_grid.normalize(pixels), expected, rtol=0, atol=0)
     torch.testing.assert_close(preprocess_frames(pixels, 32), expected, rtol=0, atol=0)

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from clipcli.cli import app
 from clipcli.media.images import load_image
 from clipcli.models import load_clip
-from clipcli.pipelines import depth
+from clipcli.pipelines import depth_eval
 
 SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
 ALL_SCRIPTS = sorted([*SCRIPTS.glob("*.sh"), *SCRIPTS.glob("reproduce/*.sh")])
@@ -158,8 +158,10 @@ def test_the_nyu_script_scores_the_official_test_list_as_the_metrics_computed_by
     model = load_clip(tiny_rn_path, device="cpu")[0]
     per_image = []
     for rgb_path, gt in pairs:
-        prediction = depth.predict_for_evaluation(model, load_image(rgb_path), (480, 640), "auto")
-        per_image.append(depth.depth_metrics(prediction, gt, depth.evaluation_region(prediction, gt, (480, 640), 10.0)))
+        prediction = depth_eval.predict_for_evaluation(model, load_image(rgb_path), (480, 640), "auto")
+        per_image.append(
+            depth_eval.depth_metrics(prediction, gt, depth_eval.evaluation_region(prediction, gt, (480, 640), 10.0))
+        )
     assert report["images"] == 2 and report["paper_nyu"]["abs_rel"] == 0.388
     for name in per_image[0]:
         assert report["mean"][name] == pytest.approx(np.mean([metrics[name] for metrics in per_image]), rel=1e-5)

@@ -165,19 +165,20 @@ def depth_eval(
 ) -> None:
     """Evaluate DepthCLIP against ground truth: delta1-3, AbsRel, log10, RMSE (NYU protocol for 480x640)."""
     from clipcli.cluster import executor_for
-    from clipcli.pipelines import depth as depth_pipeline
+    from clipcli.pipelines import depth_eval as depth_eval_pipeline
+    from clipcli.pipelines.depth import parse_size
 
-    report = depth_pipeline.evaluate(
-        depth_pipeline.parse_pairs(pairs or [], pair_list),
+    report = depth_eval_pipeline.evaluate(
+        depth_eval_pipeline.parse_pairs(pairs or [], pair_list),
         model_name=model,
         settings=_depth_settings(bins, words, template, temperature, no_flip),
-        size=depth_pipeline.parse_size(size),
+        size=parse_size(size),
         max_depth=max_depth,
         device=common.device,
         trust_checkpoint=trust_checkpoint,
         executor=executor_for(cluster, workers),
     )
-    show(common, report, lambda: [_depth_eval_table(report.summary, depth_pipeline.METRICS)])
+    show(common, report, lambda: [_depth_eval_table(report.summary, depth_eval_pipeline.METRICS)])
     report.raise_for_failures()
 
 
