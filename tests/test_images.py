@@ -31,7 +31,7 @@ from clipcli.media.images import (
     load_image_unchanged,
     write_png,
 )
-from clipcli.pipelines.depth import load_ground_truth
+from clipcli.pipelines.depth_eval import load_ground_truth
 
 RED, GREEN, BLUE, YELLOW = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)
 

@@ -19,7 +19,8 @@ def bench_features(args: argparse.Namespace, device: torch.device) -> list[dict]
     import cv2
 
     from clipcli.media.images import load_image
-    from clipcli.pipelines.features import extract, vqa_grid, vqa_pixels
+    from clipcli.pipelines.features import extract
+    from clipcli.pipelines.features_grid import vqa_grid, vqa_pixels
     from clipcli.prefetch import read_ahead
 
     batch = sized(args, 8, 2)
