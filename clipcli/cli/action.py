@@ -121,4 +121,6 @@ def _action_table(row: dict) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    command(app, "classify-action", help=ACTION_HELP)(classify_action)
+    command(app, "classify-action", help=ACTION_HELP, short_help="ActionCLIP action recognition on videos.")(
+        classify_action
+    )

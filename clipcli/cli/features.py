@@ -200,5 +200,7 @@ def _vqa_table(row: dict) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    command(app, "features", help=FEATURES_HELP)(features)
+    command(
+        app, "features", help=FEATURES_HELP, short_help="CLIP-ViL features: CLIP grids for VQA and captioning models."
+    )(features)
     command(app, "vqa", help=VQA_HELP)(vqa)

@@ -74,6 +74,7 @@ def register(app: typer.Typer) -> None:
     models_app = typer.Typer(
         help="List, verify and import model weights (offline use: `clipcli models import FILE`).",
         no_args_is_help=True,
+        rich_markup_mode=None,
     )
     app.add_typer(models_app, name="models")
     command(models_app, "list")(models_list)

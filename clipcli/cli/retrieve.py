@@ -276,5 +276,11 @@ def _retrieve_eval_table(report: dict) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
-    command(app, "retrieve", help=RETRIEVE_HELP, flags={"ann_mode": "--ann", "model_name": "--model"})(retrieve)
+    command(
+        app,
+        "retrieve",
+        help=RETRIEVE_HELP,
+        short_help="CLIP4Clip text-to-video search over folders.",
+        flags={"ann_mode": "--ann", "model_name": "--model"},
+    )(retrieve)
     command(app, "retrieve-eval", flags={"model_name": "--model"})(retrieve_eval)

@@ -174,4 +174,10 @@ def _sketch_table(report: Report) -> Table:
 def register(app: typer.Typer) -> None:
     """Add this module's commands to `app`."""
     flags = {"model_name": "--model", "saliency_model_name": "--saliency-model"}
-    command(app, "sketch", help=SKETCH_HELP, flags=flags)(sketch)
+    command(
+        app,
+        "sketch",
+        help=SKETCH_HELP,
+        flags=flags,
+        short_help="CLIPasso: an abstract vector sketch (SVG) of each image.",
+    )(sketch)
