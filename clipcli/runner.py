@@ -138,8 +138,11 @@ class Job:
         return path
 
     def compute(self, path: Path, value: Any) -> Any:
-        """The model's work on one read input: an outcome for `write` (arrays, bytes, numbers)."""
-        raise NotImplementedError
+        """The model's work on one read input: an outcome for `write` (arrays, bytes, numbers).
+
+        A job defines this or `compute_batch`, whose default calls it.
+        """
+        raise TypeError(f"{type(self).__name__} defines neither compute nor compute_batch")
 
     def compute_batch(self, items: Sequence[tuple[Path, Any]]) -> list[Any]:
         """Outcomes of `items` in order, a `BadInputError` in the place of a bad one.

@@ -238,3 +238,11 @@ def test_an_interrupted_run_lets_the_writes_under_way_finish():
     with pytest.raises(KeyboardInterrupt):
         run_job(job, paths(1, 2, 3, 4, 5), executor=Interrupted())
     assert sorted(name for name, _ in job.written) == ["1", "2", "3"]
+
+
+def test_a_job_that_defines_no_computation_is_a_type_error_naming_it():
+    class Empty(Job):
+        pass
+
+    with pytest.raises(TypeError, match="^Empty defines neither compute nor compute_batch$"):
+        Empty().compute_batch([(Path("a"), 1)])

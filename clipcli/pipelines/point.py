@@ -14,6 +14,7 @@ does. Facts: docs/methods/point.md.
 from __future__ import annotations
 
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -209,7 +210,7 @@ def check_settings(labels: Sequence[str], projection: str, prompts: str, weights
 
 
 @dataclass
-class PointJob(Job):
+class PointJob(Job, ABC):
     """PointCLIP on clouds: read and checked on threads, then prepared, projected and scored a batch at a time."""
 
     sources: dict[Path, CloudSource]  # by input name
@@ -245,9 +246,9 @@ class PointJob(Job):
         logits, maps = self._classifier(points)
         return self.outcomes(items, logits.cpu(), maps)
 
+    @abstractmethod
     def outcomes(self, items: Sequence[tuple[Path, np.ndarray]], logits: torch.Tensor, maps: torch.Tensor) -> list:
         """One outcome per cloud of a batch from its logits `[B,C]` (on the CPU) and depth maps `[B,V,h,w]`."""
-        raise NotImplementedError
 
     def summary(self) -> dict:
         model = self.model_name or DEFAULT_MODELS[self.projection]
