@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clipcli.errors import BadInputError, ClipcliError
+from clipcli.errors import BadInputError, ClipcliError, first_line
 from clipcli.runner import Job, computed
 
 RAY_EXTRA = "pip install 'clipcli[ray]'"
@@ -82,7 +82,7 @@ def _connect(ray, cluster: str) -> bool:
         else:
             ray.init(address=cluster, **quiet)
     except (ConnectionError, RuntimeError, ValueError) as err:
-        raise BadInputError(f"--cluster {cluster}: cannot reach a Ray cluster ({_first_line(err)})") from None
+        raise BadInputError(f"--cluster {cluster}: cannot reach a Ray cluster ({first_line(err)})") from None
     return True
 
 
@@ -114,10 +114,11 @@ def _start_actors(ray, job: Job, workers: int | None) -> list:
     actors = [actor_class.options(**share).remote(job, os.getcwd()) for _ in range(count)]
     try:
         ray.get([actor.setup.remote() for actor in actors])
-    except ray.exceptions.RayTaskError as err:
-        cause = err.cause if isinstance(err.cause, ClipcliError) else None
-        if cause is not None:
-            raise cause from None
+    except BaseException as err:  # no actor outlives a failed start on a cluster that stays up
+        for actor in actors:
+            ray.kill(actor)
+        if isinstance(err, ray.exceptions.RayTaskError) and isinstance(err.cause, ClipcliError):
+            raise err.cause from None
         raise
     return actors
 
@@ -203,9 +204,3 @@ class _Worker:
 def _portable(outcome: Any) -> Any:
     """Errors cross back as plain `BadInputError`s with their message (any class would need importing)."""
     return BadInputError(str(outcome)) if isinstance(outcome, BaseException) else outcome
-
-
-def _first_line(err: BaseException) -> str:
-    from clipcli.errors import first_line
-
-    return first_line(err)
